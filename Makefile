@@ -1,0 +1,23 @@
+# Tabby — the two commands in the README are `make lab` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: test deps fmt-check clippy unit-tests fuzz-smoke
+
+## test: install what is missing, then format check, clippy and every test.
+test: deps fmt-check clippy unit-tests
+
+deps:
+	./scripts/install-deps.sh
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit-tests:
+	$(CARGO) test --workspace --locked --no-fail-fast

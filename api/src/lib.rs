@@ -1,0 +1,1 @@
+//! CRD types and the pure IPAM core.

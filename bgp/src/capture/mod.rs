@@ -1,0 +1,1 @@
+//! Packet-capture reading and TCP stream reassembly.

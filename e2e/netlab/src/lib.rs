@@ -1,0 +1,1 @@
+//! Network-namespace test lab: namespaces, veths and real routing daemons.
