@@ -1,0 +1,2 @@
+//! IPAM core.
+pub mod name;
