@@ -4,16 +4,16 @@
 //! Owns the CEL environment and the JSON → CEL value conversion. Must not walk schemas for anything
 //! but rule collection (structural validation lives in `crate::schema`).
 //!
-//! The `cel` crate implements the CEL standard library plus the `strings` and `lists` extensions.
-//! Kubernetes-specific libraries (`isSorted`, `quantity()`, `ip()`, `cidr()`, `url()`, `format`)
-//! are not available: a rule calling one fails at evaluation time with a 422 that says so, never
-//! silently passes.
+//! The `cel` crate implements the CEL standard library; `kube-cel` adds the Kubernetes libraries
+//! (strings, lists, sets, regex, urls, ip/cidr, quantity, semver, format). A rule calling anything
+//! else fails at evaluation time with a 422 that says so, never silently passes.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use cel::{Context, Env, Program, Value as CelValue};
+use kube_cel::KubeCelExt;
+use kube_cel::cel::{Context, Program, Value as CelValue};
 use serde_json::Value;
 
 use crate::error::Cause;
@@ -29,8 +29,13 @@ pub struct Rule {
 /// The compiled rules of one schema, by rule source text.
 #[derive(Default)]
 pub struct CompiledRules {
-    env: Option<Arc<Env>>,
     rules: HashMap<String, Rule>,
+}
+
+thread_local! {
+    /// The function registry (standard + Kubernetes libraries), built once per thread; each
+    /// evaluation binds its variables in a child scope.
+    static ROOT: Context<'static> = Context::default().with_all();
 }
 
 impl fmt::Debug for CompiledRules {
@@ -41,46 +46,20 @@ impl fmt::Debug for CompiledRules {
     }
 }
 
-fn env() -> Result<Env, String> {
-    let mut env = Env::stdlib();
-    env.add_extension(cel::extensions::strings)
-        .map_err(|e| format!("{e:?}"))?;
-    env.add_extension(cel::extensions::lists)
-        .map_err(|e| format!("{e:?}"))?;
-    Ok(env)
-}
-
 /// Compiles every `x-kubernetes-validations[].rule` (and `messageExpression`) in `schema`.
 /// Errors carry a path relative to the schema root (`.properties[spec]...`).
 pub fn compile(schema: &Value) -> Result<CompiledRules, Vec<Cause>> {
-    let env = env().map_err(|e| {
-        vec![Cause::new(
-            "InternalError",
-            "",
-            format!("CEL environment: {e}"),
-        )]
-    })?;
-    let env = Arc::new(env);
     let mut rules = HashMap::new();
     let mut errors = Vec::new();
-    collect(&env, schema, String::new(), &mut rules, &mut errors);
+    collect(schema, String::new(), &mut rules, &mut errors);
     if errors.is_empty() {
-        Ok(CompiledRules {
-            env: Some(env),
-            rules,
-        })
+        Ok(CompiledRules { rules })
     } else {
         Err(errors)
     }
 }
 
-fn collect(
-    env: &Env,
-    schema: &Value,
-    path: String,
-    out: &mut HashMap<String, Rule>,
-    errors: &mut Vec<Cause>,
-) {
+fn collect(schema: &Value, path: String, out: &mut HashMap<String, Rule>, errors: &mut Vec<Cause>) {
     if let Some(list) = schema
         .get("x-kubernetes-validations")
         .and_then(Value::as_array)
@@ -94,7 +73,7 @@ fn collect(
                 ));
                 continue;
             };
-            let program = match env.compile(src) {
+            let program = match Program::compile(src) {
                 Ok(p) => p,
                 Err(e) => {
                     errors.push(Cause::new(
@@ -106,7 +85,7 @@ fn collect(
                 }
             };
             let message_expression = match r.get("messageExpression").and_then(Value::as_str) {
-                Some(m) => match env.compile(m) {
+                Some(m) => match Program::compile(m) {
                     Ok(p) => Some(p),
                     Err(e) => {
                         errors.push(Cause::new(
@@ -132,14 +111,14 @@ fn collect(
     }
     if let Some(props) = schema.get("properties").and_then(Value::as_object) {
         for (k, s) in props {
-            collect(env, s, format!("{path}.properties[{k}]"), out, errors);
+            collect(s, format!("{path}.properties[{k}]"), out, errors);
         }
     }
     if let Some(items) = schema.get("items") {
-        collect(env, items, format!("{path}.items"), out, errors);
+        collect(items, format!("{path}.items"), out, errors);
     }
     if let Some(ap) = schema.get("additionalProperties").filter(|v| v.is_object()) {
-        collect(env, ap, format!("{path}.additionalProperties"), out, errors);
+        collect(ap, format!("{path}.additionalProperties"), out, errors);
     }
 }
 
@@ -160,42 +139,46 @@ impl CompiledRules {
         let Some(src) = rule.get("rule").and_then(Value::as_str) else {
             return Outcome::Pass;
         };
-        let (Some(env), Some(compiled)) = (&self.env, self.rules.get(src)) else {
+        let Some(compiled) = self.rules.get(src) else {
             return Outcome::Error(format!("rule {src:?} was not compiled"));
         };
         if compiled.transition && old.is_none() {
             return Outcome::Pass;
         }
-        let mut ctx = Context::with_env(env.clone());
-        ctx.add_variable_from_value("self", to_cel(self_val));
-        if let Some(o) = old {
-            ctx.add_variable_from_value("oldSelf", to_cel(o));
-        }
-        match compiled.program.execute(&ctx) {
-            Ok(CelValue::Bool(true)) => Outcome::Pass,
-            Ok(CelValue::Bool(false)) => {
-                let from_expr =
-                    compiled
-                        .message_expression
-                        .as_ref()
-                        .and_then(|m| match m.execute(&ctx) {
-                            Ok(CelValue::String(s)) => Some(s.to_string()),
-                            _ => None,
-                        });
-                let msg = from_expr
-                    .or_else(|| {
-                        rule.get("message")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                    })
-                    .unwrap_or_else(|| format!("failed rule: {src}"));
-                Outcome::Fail(msg)
+        ROOT.with(|root| {
+            let mut ctx = root.new_inner_scope();
+            ctx.add_variable_from_value("self", to_cel(self_val));
+            if let Some(o) = old {
+                ctx.add_variable_from_value("oldSelf", to_cel(o));
             }
-            Ok(other) => Outcome::Error(format!("rule {src:?} evaluated to {other:?}, not a bool")),
-            Err(e) => Outcome::Error(format!(
-                "rule {src:?} could not be evaluated by the emulator's CEL engine: {e}"
-            )),
-        }
+            match compiled.program.execute(&ctx) {
+                Ok(CelValue::Bool(true)) => Outcome::Pass,
+                Ok(CelValue::Bool(false)) => {
+                    let from_expr =
+                        compiled
+                            .message_expression
+                            .as_ref()
+                            .and_then(|m| match m.execute(&ctx) {
+                                Ok(CelValue::String(s)) => Some(s.to_string()),
+                                _ => None,
+                            });
+                    let msg = from_expr
+                        .or_else(|| {
+                            rule.get("message")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned)
+                        })
+                        .unwrap_or_else(|| format!("failed rule: {src}"));
+                    Outcome::Fail(msg)
+                }
+                Ok(other) => {
+                    Outcome::Error(format!("rule {src:?} evaluated to {other:?}, not a bool"))
+                }
+                Err(e) => Outcome::Error(format!(
+                    "rule {src:?} could not be evaluated by the emulator's CEL engine: {e}"
+                )),
+            }
+        })
     }
 }
 
@@ -292,8 +275,34 @@ mod tests {
     }
 
     #[test]
+    fn kubernetes_ip_and_cidr_libraries() {
+        let s = schema_with(
+            "isCIDR(self) && string(cidr(self).masked()) == self && cidr(self).prefixLength() <= 26",
+            "must be a masked CIDR of /26 or wider",
+        );
+        let rules = compile(&s).unwrap();
+        let rule = &s["x-kubernetes-validations"][0];
+        assert_eq!(rules.eval(rule, &json!("10.0.0.0/16"), None), Outcome::Pass);
+        assert_eq!(rules.eval(rule, &json!("fd00::/48"), None), Outcome::Pass);
+        for bad in ["10.0.0.1/16", "10.0.0.0/27", "not-a-cidr"] {
+            assert!(
+                matches!(rules.eval(rule, &json!(bad), None), Outcome::Fail(_)),
+                "{bad}"
+            );
+        }
+        let ip = schema_with("isIP(self)", "ip");
+        let rules = compile(&ip).unwrap();
+        let rule = &ip["x-kubernetes-validations"][0];
+        assert_eq!(rules.eval(rule, &json!("192.0.2.1"), None), Outcome::Pass);
+        assert_eq!(
+            rules.eval(rule, &json!("192.0.2.300"), None),
+            Outcome::Fail("ip".into())
+        );
+    }
+
+    #[test]
     fn unsupported_function_is_an_error_not_a_pass() {
-        let s = schema_with("isCIDR(self)", "bad");
+        let s = schema_with("isSortedBogus(self)", "bad");
         let rules = compile(&s).unwrap();
         let rule = &s["x-kubernetes-validations"][0];
         assert!(matches!(
