@@ -4,11 +4,13 @@
 //! - [`packet`]: one frame to one [`TcpSegment`] (link layer, IP, TCP).
 //! - [`reassembly`]: one direction's segments to in-order byte [`Run`]s.
 //! - [`reassemble`] (here): routes segments to their direction and connection.
+//! - [`messages`]: BGP messages out of the streams (framing, per-direction decode context).
 //!
-//! Pure: no sockets, no BGP. It must not know about BGP messages; splitting the byte streams into
-//! messages is the caller's job (with `wire::Framer`).
+//! Pure: no sockets. Only [`messages`] knows BGP (through `wire`); the layers below it deal in
+//! bytes, frames and TCP, and must stay that way so they can serve any TCP protocol.
 
 pub mod file;
+pub mod messages;
 pub mod packet;
 pub mod reassembly;
 

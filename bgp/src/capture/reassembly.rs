@@ -125,6 +125,9 @@ pub struct Reassembler {
     duplicate_bytes: u64,
     close: Option<Close>,
     notes: Vec<String>,
+    /// Every payload byte in capture order, sequence numbers ignored (see [`Reassembled::arrival`]).
+    arrival: Run,
+    conflicting_bytes: u64,
 }
 
 impl Default for Reassembler {
@@ -161,6 +164,28 @@ impl Reassembler {
             duplicate_bytes: 0,
             close: None,
             notes: Vec::new(),
+            arrival: Run::new(0),
+            conflicting_bytes: 0,
+        }
+    }
+
+    /// Bytes already delivered at stream offsets `from..from+len`, if they are still at hand.
+    fn delivered(&self, from: u64, len: usize) -> Option<&[u8]> {
+        let run = self
+            .runs
+            .iter()
+            .rev()
+            .find(|r| r.offset <= from && from < r.end())?;
+        let at = usize::try_from(from - run.offset).ok()?;
+        run.data.get(at..at + len)
+    }
+
+    /// Counts bytes of a retransmission that differ from what was delivered for the same
+    /// sequence numbers: real TCP never does that, so these mean broken sequence numbers.
+    fn compare_resent(&mut self, from: u64, bytes: &[u8]) {
+        if let Some(have) = self.delivered(from, bytes.len()) {
+            let differing = have.iter().zip(bytes).filter(|(a, b)| a != b).count();
+            self.conflicting_bytes += differing as u64;
         }
     }
 
@@ -190,6 +215,7 @@ impl Reassembler {
                 Some(_) => return Pushed::NewConnection,
             }
         }
+        self.arrival.push(payload, frame);
         let data_seq = if syn { seq.wrapping_add(1) } else { seq };
         let origin = *self.origin.get_or_insert(data_seq);
         let start = unwrap_seq(origin, self.next, data_seq);
@@ -206,11 +232,19 @@ impl Reassembler {
         let next = i64::try_from(self.next).unwrap_or(i64::MAX);
         if end <= next {
             self.duplicate_bytes += payload.len() as u64;
+            if let Ok(from) = u64::try_from(start) {
+                self.compare_resent(from, payload);
+            }
             return Pushed::Accepted;
         }
         // Trim what we already have (a retransmission that also carries new bytes).
         let skip = usize::try_from((next - start).max(0)).unwrap_or(0);
         self.duplicate_bytes += skip as u64;
+        if let Ok(from) = u64::try_from(start)
+            && skip > 0
+        {
+            self.compare_resent(from, &payload[..skip]);
+        }
         let start = start.max(next) as u64;
         let payload = &payload[skip..];
         if start == self.next {
@@ -267,10 +301,12 @@ impl Reassembler {
             let end = start + data.len() as u64;
             if end <= self.next {
                 self.duplicate_bytes += data.len() as u64;
+                self.compare_resent(start, &data);
                 continue;
             }
             let skip = (self.next - start) as usize;
             self.duplicate_bytes += skip as u64;
+            self.compare_resent(start, &data[..skip]);
             self.deliver(&data[skip..], frame);
         }
     }
@@ -303,6 +339,8 @@ impl Reassembler {
             duplicate_bytes: self.duplicate_bytes,
             close: self.close,
             notes: self.notes,
+            arrival: self.arrival,
+            conflicting_bytes: self.conflicting_bytes,
         }
     }
 }
@@ -320,6 +358,12 @@ pub struct Reassembled {
     pub duplicate_bytes: u64,
     pub close: Option<Close>,
     pub notes: Vec<String>,
+    /// Every payload byte in the order the frames came, sequence numbers ignored. Only useful
+    /// when `conflicting_bytes` shows the sequence numbers cannot be trusted (some generated or
+    /// rewritten captures number their segments wrongly).
+    pub arrival: Run,
+    /// Bytes that arrived again for sequence numbers already delivered, with different content.
+    pub conflicting_bytes: u64,
 }
 
 #[cfg(test)]
@@ -564,6 +608,19 @@ mod tests {
         let r = run_all(&[(99, "S", b"ab", 1), (102, "", b"c", 2)]);
         assert_eq!(bytes(&r), b"abc");
         assert_eq!(r.runs[0].frames(0..3), vec![1, 2]);
+    }
+
+    #[test]
+    fn resent_bytes_that_differ_are_counted_and_arrival_order_is_kept() {
+        // Honest retransmission: no conflict.
+        let r = run_all(&[(0, "", b"abcd", 1), (2, "", b"cdef", 2), (0, "", b"ab", 3)]);
+        assert_eq!(r.conflicting_bytes, 0);
+        // Broken numbering (each segment claims to start near 0): bytes differ.
+        let r = run_all(&[(0, "", b"abcd", 1), (2, "", b"WXYZ", 2), (0, "", b"Q", 3)]);
+        assert_eq!(r.conflicting_bytes, 3); // W, X vs c, d; Q vs a
+        assert_eq!(bytes(&r), b"abcdYZ");
+        assert_eq!(r.arrival.data, b"abcdWXYZQ");
+        assert_eq!(r.arrival.frames(0..9), vec![1, 2, 3]);
     }
 
     #[test]
