@@ -19,7 +19,7 @@
 //! directions in capture order, which the test prints as a stream warning.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
 use tabby_bgp::capture::messages::{Record, decode_streams};
@@ -31,9 +31,9 @@ fn captures_dir() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
-fn capture_files(dir: &PathBuf) -> Vec<PathBuf> {
+fn capture_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    let mut stack = vec![dir.clone()];
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
