@@ -2,7 +2,11 @@
 //!
 //! - [`wire`]: the message codec (RFC 4271 and its extensions). Bytes in, typed messages out, and
 //!   back. It knows nothing about sessions, timers or sockets.
+//! - [`negotiate`]: capability negotiation, from both OPENs to a [`negotiate::Negotiated`].
+//! - [`fsm`]: the RFC 4271 §8 state machine, pure: events in, actions out.
 //! - [`capture`]: reading BGP byte streams out of packet captures, for `bgp-decode` and tests.
 
 pub mod capture;
+pub mod fsm;
+pub mod negotiate;
 pub mod wire;
