@@ -108,7 +108,8 @@ pub struct Attribute {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub partial: bool,
     /// Set the Extended Length bit although the value fits in 255 octets (some routers do; kept
-    /// so re-encoding is byte-exact). Longer values always get the bit.
+    /// so re-encoding is byte-exact). Longer values always get the bit, so the flag is
+    /// meaningless there and decodes as false.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub force_extended_length: bool,
 }
