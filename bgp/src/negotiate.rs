@@ -505,3 +505,392 @@ pub fn role_name(r: BgpRole) -> String {
         BgpRole(n) => format!("role {n}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Safi;
+
+    const ID_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const ID_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+
+    fn cfg() -> LocalConfig {
+        LocalConfig::new(Asn(65001), ID_A, Some(Asn(65002)))
+    }
+
+    fn peer(caps: Vec<Capability>) -> Open {
+        Open::new(Asn(65002), 90, ID_B, caps)
+    }
+
+    fn run(cfg: &LocalConfig, remote: &Open) -> Result<Negotiated, MessageError> {
+        negotiate(&cfg.open(), remote, cfg)
+    }
+
+    fn err(cfg: &LocalConfig, remote: &Open) -> (u8, u8, Vec<u8>) {
+        let e = run(cfg, remote).expect_err("must fail");
+        (e.code() as u8, e.subcode(), e.data().to_vec())
+    }
+
+    const V4: Family = Family::IPV4_UNICAST;
+    const V6: Family = Family::IPV6_UNICAST;
+
+    #[test]
+    fn families_are_the_intersection() {
+        let mut c = cfg();
+        c.families = BTreeSet::from([V4, V6]);
+        // (peer caps, expected families, why)
+        let cases = [
+            (
+                vec![Capability::Multiprotocol(V6)],
+                vec![V6],
+                "RFC 4760 intersection",
+            ),
+            (
+                vec![Capability::Multiprotocol(V4), Capability::Multiprotocol(V6)],
+                vec![V4, V6],
+                "both",
+            ),
+            (vec![], vec![V4], "no MP capability: IPv4 unicast implied"),
+            (
+                vec![Capability::Multiprotocol(Family::new(
+                    Afi::L2VPN,
+                    Safi::EVPN,
+                ))],
+                vec![],
+                "nothing in common",
+            ),
+        ];
+        for (caps, want, why) in cases {
+            let n = run(&c, &peer(caps)).expect(why);
+            assert_eq!(n.families, want.into_iter().collect(), "{why}");
+        }
+    }
+
+    #[test]
+    fn four_octet_as() {
+        let mut c = cfg();
+        c.peer_asn = Some(Asn(4_200_000_000));
+        let big = Open::new(
+            Asn(4_200_000_000),
+            90,
+            ID_B,
+            vec![Capability::FourOctetAs(Asn(4_200_000_000))],
+        );
+        assert_eq!(big.my_as, 23456, "AS_TRANS in My AS");
+        let n = run(&c, &big).unwrap();
+        assert_eq!(n.peer_asn, Asn(4_200_000_000));
+        assert!(n.four_octet_as && n.rx.four_octet_as && n.tx.four_octet_as);
+
+        // A 2-octet-only peer: no capability, real AS in My AS; contexts use 2-octet paths.
+        let n = run(&cfg(), &peer(vec![])).unwrap();
+        assert_eq!(n.peer_asn, Asn(65002));
+        assert!(!n.four_octet_as && !n.rx.four_octet_as && !n.tx.four_octet_as);
+
+        // AS_TRANS without the capability, a wrong AS, and AS 0: Bad Peer AS (2/2).
+        let mut any = cfg();
+        any.peer_asn = None;
+        let trans = Open::new(Asn(23456), 90, ID_B, vec![]);
+        assert_eq!(err(&any, &trans), (2, 2, vec![0x5b, 0xa0]));
+        let wrong = Open::new(Asn(65003), 90, ID_B, vec![]);
+        assert_eq!(err(&cfg(), &wrong), (2, 2, vec![0xfd, 0xeb]));
+        assert!(
+            run(&any, &wrong).is_ok(),
+            "peer AS not configured: any AS is fine"
+        );
+    }
+
+    #[test]
+    fn hold_time_and_keepalive() {
+        // (our hold, our keepalive, min hold, peer hold, expected (hold, keepalive) or error)
+        let cases: [(u16, Option<u16>, u16, u16, Option<(u16, u16)>, &str); 7] = [
+            (90, None, 3, 90, Some((90, 30)), "§4.2 keepalive = hold/3"),
+            (90, None, 3, 30, Some((30, 10)), "min of both hold times"),
+            (90, None, 3, 0, Some((0, 0)), "0: no keepalives"),
+            (0, None, 3, 90, Some((0, 0)), "we said 0"),
+            (
+                90,
+                Some(5),
+                3,
+                90,
+                Some((90, 5)),
+                "configured keepalive below hold/3",
+            ),
+            (
+                90,
+                Some(60),
+                3,
+                90,
+                Some((90, 30)),
+                "keepalive never above hold/3",
+            ),
+            (
+                90,
+                None,
+                10,
+                9,
+                None,
+                "below our minimum: Unacceptable Hold Time",
+            ),
+        ];
+        for (hold, ka, min, peer_hold, want, why) in cases {
+            let mut c = cfg();
+            c.hold_time = hold;
+            c.keepalive = ka;
+            c.min_hold_time = min;
+            let mut o = peer(vec![]);
+            o.hold_time = peer_hold;
+            match want {
+                Some(w) => {
+                    let n = run(&c, &o).expect(why);
+                    assert_eq!((n.hold_time, n.keepalive), w, "{why}");
+                }
+                None => assert_eq!(err(&c, &o), (2, 6, vec![]), "{why}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bgp_identifier_rules() {
+        // RFC 6286 §2.2: equal ids are fine between ASes, not inside one.
+        let same_id_ebgp = Open::new(Asn(65002), 90, ID_A, vec![]);
+        assert!(run(&cfg(), &same_id_ebgp).is_ok());
+        let mut ibgp = cfg();
+        ibgp.peer_asn = Some(Asn(65001));
+        let same_id_ibgp = Open::new(Asn(65001), 90, ID_A, vec![]);
+        assert_eq!(err(&ibgp, &same_id_ibgp), (2, 3, vec![]));
+        let zero = Open::new(Asn(65002), 90, Ipv4Addr::UNSPECIFIED, vec![]);
+        assert_eq!(err(&cfg(), &zero), (2, 3, vec![]));
+        let n = run(&ibgp, &Open::new(Asn(65001), 90, ID_B, vec![])).unwrap();
+        assert!(n.ibgp && n.rx.ibgp);
+    }
+
+    #[test]
+    fn required_capabilities() {
+        let mut c = cfg();
+        c.required_capabilities = BTreeSet::from([code::ROUTE_REFRESH, code::FOUR_OCTET_AS]);
+        // RFC 5492 §5: Unsupported Capability, data lists the missing ones.
+        assert_eq!(err(&c, &peer(vec![])), (2, 7, vec![2, 0, 65, 0]));
+        let ok = peer(vec![
+            Capability::RouteRefresh,
+            Capability::FourOctetAs(Asn(65002)),
+        ]);
+        assert!(run(&c, &ok).is_ok());
+    }
+
+    #[test]
+    fn roles() {
+        use BgpRole as R;
+        // (ours, strict, peer's roles, ok?, why) — RFC 9234 §4.2
+        let cases = [
+            (
+                R::PROVIDER,
+                false,
+                vec![R::CUSTOMER],
+                true,
+                "provider-customer",
+            ),
+            (
+                R::CUSTOMER,
+                false,
+                vec![R::PROVIDER],
+                true,
+                "customer-provider",
+            ),
+            (
+                R::ROUTE_SERVER,
+                false,
+                vec![R::ROUTE_SERVER_CLIENT],
+                true,
+                "rs-client",
+            ),
+            (R::PEER, false, vec![R::PEER], true, "peer-peer"),
+            (
+                R::PROVIDER,
+                false,
+                vec![R::PROVIDER],
+                false,
+                "provider-provider",
+            ),
+            (R::PEER, false, vec![R::CUSTOMER], false, "peer-customer"),
+            (R::PEER, false, vec![], true, "no peer role, not strict"),
+            (R::PEER, true, vec![], false, "strict: peer must announce"),
+            (
+                R::PEER,
+                false,
+                vec![R::PEER, R::CUSTOMER],
+                false,
+                "conflicting roles",
+            ),
+        ];
+        for (ours, strict, theirs, ok, why) in cases {
+            let mut c = cfg();
+            c.role = Some(ours);
+            c.strict_role = strict;
+            let o = peer(theirs.into_iter().map(Capability::Role).collect());
+            match run(&c, &o) {
+                Ok(n) => {
+                    assert!(ok, "{why}: accepted");
+                    assert_eq!(n.local_role, Some(ours), "{why}");
+                }
+                Err(e) => {
+                    assert!(!ok, "{why}: rejected: {e}");
+                    assert_eq!((e.code() as u8, e.subcode()), (2, 11), "{why}");
+                }
+            }
+        }
+        // Roles are eBGP only: an iBGP session ignores them and our OPEN omits ours.
+        let mut c = cfg();
+        c.peer_asn = Some(Asn(65001));
+        c.role = Some(R::PROVIDER);
+        c.strict_role = true;
+        assert!(
+            !c.open()
+                .capabilities()
+                .any(|c| matches!(c, Capability::Role(_)))
+        );
+        let o = Open::new(Asn(65001), 90, ID_B, vec![Capability::Role(R::PROVIDER)]);
+        assert_eq!(run(&c, &o).unwrap().peer_role, None);
+    }
+
+    #[test]
+    fn add_path_is_directional() {
+        let mut c = cfg();
+        c.families = BTreeSet::from([V4, V6]);
+        c.add_path = BTreeMap::from([(V4, AddPathMode::BOTH), (V6, AddPathMode::RECEIVE)]);
+        let o = peer(vec![
+            Capability::Multiprotocol(V4),
+            Capability::Multiprotocol(V6),
+            Capability::AddPath(vec![
+                AddPathEntry {
+                    afi: Afi::IPV4,
+                    safi: Safi::UNICAST,
+                    mode: AddPathMode::RECEIVE,
+                },
+                AddPathEntry {
+                    afi: Afi::IPV6,
+                    safi: Safi::UNICAST,
+                    mode: AddPathMode::BOTH,
+                },
+            ]),
+        ]);
+        let n = run(&c, &o).unwrap();
+        // RFC 7911 §4: we send ids for v4 (we Send, peer Receives); peer sends ids for v6.
+        assert_eq!(n.add_path_send, BTreeSet::from([V4]));
+        assert_eq!(n.add_path_receive, BTreeSet::from([V6]));
+        assert_eq!(n.rx.add_path_rx, BTreeSet::from([V6]));
+        assert_eq!(n.tx.add_path_rx, BTreeSet::from([V4]));
+    }
+
+    #[test]
+    fn extended_next_hop_message_refresh() {
+        let mut c = cfg();
+        c.families = BTreeSet::from([V4, V6]);
+        c.extended_next_hop = BTreeSet::from([(V4, Afi::IPV6)]);
+        c.extended_message = true;
+        c.enhanced_route_refresh = true;
+        let o = peer(vec![
+            Capability::Multiprotocol(V4),
+            Capability::Multiprotocol(V6),
+            Capability::ExtendedNextHop(vec![ExtendedNextHopEntry {
+                nlri_afi: Afi::IPV4,
+                nlri_safi: Safi::UNICAST,
+                next_hop_afi: Afi::IPV6,
+            }]),
+            Capability::ExtendedMessage,
+            Capability::RouteRefresh,
+        ]);
+        let n = run(&c, &o).unwrap();
+        assert_eq!(n.extended_next_hop_send, BTreeSet::from([(V4, Afi::IPV6)]));
+        assert!(
+            n.accepts_next_hop(V4, Afi::IPV6),
+            "RFC 8950: we announced it"
+        );
+        assert!(n.accepts_next_hop(V6, Afi::IPV6));
+        assert!(!n.accepts_next_hop(V6, Afi::IPV4));
+        assert!(n.extended_message && n.rx.extended_message);
+        assert_eq!(n.rx.max_message_len(), 65535);
+        assert!(n.route_refresh);
+        assert!(!n.enhanced_route_refresh, "RFC 7313: needs both sides");
+        // Without the peer's capability: nothing.
+        let n = run(&c, &peer(vec![Capability::Multiprotocol(V4)])).unwrap();
+        assert!(n.extended_next_hop_send.is_empty() && !n.extended_message && !n.route_refresh);
+        assert_eq!(n.rx.max_message_len(), 4096);
+    }
+
+    #[test]
+    fn graceful_restart() {
+        let mut c = cfg();
+        c.families = BTreeSet::from([V4, V6]);
+        c.graceful_restart = Some(GracefulRestartConfig {
+            restart_time: 120,
+            restarting: false,
+            forwarding_preserved: BTreeSet::new(),
+            notification: true,
+        });
+        c.llgr = BTreeMap::from([(V4, 3600)]);
+        let gr = |n: bool| {
+            Capability::GracefulRestart(GracefulRestart {
+                restart_state: true,
+                notification: n,
+                reserved_flags: 0,
+                restart_time: 90,
+                families: vec![
+                    GracefulRestartFamily {
+                        afi: Afi::IPV4,
+                        safi: Safi::UNICAST,
+                        forwarding_state: true,
+                        reserved_flags: 0,
+                    },
+                    GracefulRestartFamily {
+                        afi: Afi::IPV6,
+                        safi: Safi::UNICAST,
+                        forwarding_state: false,
+                        reserved_flags: 0,
+                    },
+                ],
+            })
+        };
+        let o = peer(vec![
+            Capability::Multiprotocol(V4),
+            gr(true),
+            Capability::LongLivedGracefulRestart(vec![]),
+        ]);
+        let n = run(&c, &o).unwrap();
+        let g = n.graceful_restart.clone().unwrap();
+        assert_eq!(g.restart_time, 90);
+        assert!(g.restarting, "R bit");
+        assert!(g.notification, "RFC 8538: both set N");
+        // Only negotiated families; the F bit per family.
+        assert_eq!(g.families, BTreeMap::from([(V4, true)]));
+        assert!(n.llgr && n.local_graceful_restart);
+        let n = run(&c, &peer(vec![gr(false)])).unwrap();
+        assert!(
+            !n.graceful_restart.unwrap().notification,
+            "N needs both sides"
+        );
+        // We did not announce GR: no helper mode.
+        let n = run(&cfg(), &peer(vec![gr(true)])).unwrap();
+        assert_eq!(n.graceful_restart, None);
+        // Our OPEN carries restart time and F bits as configured.
+        let mut c2 = c.clone();
+        if let Some(g) = c2.graceful_restart.as_mut() {
+            g.forwarding_preserved.insert(V6);
+            g.restart_time = 9999;
+        }
+        let ours = c2.open();
+        let Some(Capability::GracefulRestart(g)) = ours
+            .capabilities()
+            .find(|c| matches!(c, Capability::GracefulRestart(_)))
+        else {
+            panic!("no GR capability")
+        };
+        assert_eq!(g.restart_time, 4095, "12 bits");
+        assert_eq!(
+            g.families
+                .iter()
+                .map(|f| f.forwarding_state)
+                .collect::<Vec<_>>(),
+            [false, true]
+        );
+    }
+}
