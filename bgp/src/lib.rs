@@ -4,9 +4,13 @@
 //!   back. It knows nothing about sessions, timers or sockets.
 //! - [`negotiate`]: capability negotiation, from both OPENs to a [`negotiate::Negotiated`].
 //! - [`fsm`]: the RFC 4271 §8 state machine, pure: events in, actions out.
+//! - [`rib`]: Adj-RIB-In, Loc-RIB, best path, update groups (Adj-RIB-Out); pure.
+//! - [`policy`]: import/export policy language, validation and evaluation; pure.
 //! - [`capture`]: reading BGP byte streams out of packet captures, for `bgp-decode` and tests.
 
 pub mod capture;
 pub mod fsm;
 pub mod negotiate;
+pub mod policy;
+pub mod rib;
 pub mod wire;

@@ -1,0 +1,166 @@
+//! Best-path selection (RFC 4271 §9.1.2) and multipath (ECMP) sets, as a pure function over the
+//! candidate paths of one prefix. Owns the decision order only; it does not store routes.
+//!
+//! The steps, in order, each keeping only the candidates that are best at that step:
+//! 1. next hop resolvable (the caller's [`IgpCost`] hook answers; §9.1.2.1),
+//! 2. highest degree of preference: LOCAL_PREF, or [`BestPathConfig::default_local_pref`] when
+//!    absent (eBGP-learned routes carry none: their LOCAL_PREF is ignored on receipt, §5.1.5),
+//! 3. shortest AS_PATH (an AS_SET counts 1, confederation segments 0; §9.1.2.2 (a)),
+//! 4. lowest ORIGIN (IGP < EGP < INCOMPLETE; (b)),
+//! 5. MED: a candidate is removed when another with the same neighbour AS has a lower MED; a
+//!    missing MED counts as 0, the lowest value, as §9.1.2.2 (c) says,
+//! 6. locally originated over eBGP-learned over iBGP-learned ((d)),
+//! 7. lowest IGP cost to the next hop ((e)).
+//!
+//! The candidates left after step 7 are equal for forwarding: that is the ECMP set. It is ordered
+//! by the remaining tie breaks — lowest router id (ORIGINATOR_ID when present, RFC 4456 §9),
+//! shortest CLUSTER_LIST, lowest peer address ((g)), lowest ADD-PATH id — and its first member
+//! is the best path. Step (f)'s "oldest route" rule is not used: it would make the outcome
+//! depend on arrival order, which the tests forbid.
+//!
+//! Because every step filters a *set*, the result does not depend on the order the candidates
+//! are given in (the MED rule is not transitive, so a pairwise comparison would).
+
+use std::cmp::Ordering;
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+
+use super::attrs::{NextHop, PathAttrs};
+use super::peer::PeerInfo;
+use super::peer::PeerType;
+
+/// The caller's view of the IGP: the cost to reach a next hop, `None` when it is unreachable.
+pub trait IgpCost {
+    fn cost(&self, next_hop: IpAddr) -> Option<u32>;
+}
+
+/// Every next hop reachable at cost 0: a directly connected fabric (the node agent's case).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlatIgp;
+
+impl IgpCost for FlatIgp {
+    fn cost(&self, _: IpAddr) -> Option<u32> {
+        Some(0)
+    }
+}
+
+impl<F: Fn(IpAddr) -> Option<u32>> IgpCost for F {
+    fn cost(&self, next_hop: IpAddr) -> Option<u32> {
+        self(next_hop)
+    }
+}
+
+/// Decision-process settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BestPathConfig {
+    /// LOCAL_PREF assumed for routes without one (RFC 4271 §9.1.1 leaves it to configuration).
+    pub default_local_pref: u32,
+    /// Largest ECMP set; 1 disables multipath.
+    pub max_paths: usize,
+}
+
+impl Default for BestPathConfig {
+    fn default() -> Self {
+        BestPathConfig {
+            default_local_pref: 100,
+            max_paths: 1,
+        }
+    }
+}
+
+/// One candidate path as the decision process sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub attrs: &'a PathAttrs,
+    pub peer: &'a PeerInfo,
+    pub path_id: u32,
+}
+
+impl Candidate<'_> {
+    fn local_pref(&self, cfg: &BestPathConfig) -> u32 {
+        self.attrs.local_pref.unwrap_or(cfg.default_local_pref)
+    }
+
+    fn source_rank(&self) -> u8 {
+        match self.peer.peer_type {
+            PeerType::Local => 0,
+            PeerType::Ebgp => 1,
+            PeerType::Ibgp | PeerType::RrClient => 2,
+        }
+    }
+
+    /// RFC 4456 §9: ORIGINATOR_ID stands in for the router id when present.
+    fn router_id(&self) -> Ipv4Addr {
+        self.attrs.originator_id.unwrap_or(self.peer.router_id)
+    }
+
+    /// The final tie breaks (§9.1.2.2 (f)–(g), RFC 4456 §9), a total order.
+    fn tie_break(&self, other: &Self) -> Ordering {
+        self.router_id()
+            .cmp(&other.router_id())
+            .then(
+                self.attrs
+                    .cluster_list
+                    .len()
+                    .cmp(&other.attrs.cluster_list.len()),
+            )
+            .then(self.peer.address.cmp(&other.peer.address))
+            .then(self.peer.id.cmp(&other.peer.id))
+            .then(self.path_id.cmp(&other.path_id))
+    }
+}
+
+fn igp_cost(nh: &NextHop, igp: &dyn IgpCost) -> Option<u32> {
+    if nh.is_unspecified() {
+        // Locally originated: "this router", always reachable.
+        return Some(0);
+    }
+    igp.cost(nh.addr())
+}
+
+/// Keeps the candidates whose key is minimal.
+fn keep_min<K: Ord>(set: &mut Vec<(usize, u32)>, key: impl Fn(usize, u32) -> K) {
+    if set.len() < 2 {
+        return;
+    }
+    let Some(best) = set.iter().map(|&(i, c)| key(i, c)).min() else {
+        return;
+    };
+    set.retain(|&(i, c)| key(i, c) == best);
+}
+
+/// Runs the decision process. Returns the indices (into `cands`) of the ECMP set, best path
+/// first, at most `cfg.max_paths` long (at least 1 when any candidate is eligible); empty when
+/// no candidate is usable.
+pub fn select(cands: &[Candidate<'_>], cfg: &BestPathConfig, igp: &dyn IgpCost) -> Vec<usize> {
+    // (index, IGP cost), unresolvable next hops dropped (§9.1.2.1).
+    let mut set: Vec<(usize, u32)> = cands
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| igp_cost(&c.attrs.next_hop, igp).map(|cost| (i, cost)))
+        .collect();
+    keep_min(&mut set, |i, _| std::cmp::Reverse(cands[i].local_pref(cfg)));
+    keep_min(&mut set, |i, _| cands[i].attrs.as_path.path_len());
+    keep_min(&mut set, |i, _| cands[i].attrs.origin);
+    if set.len() > 1 {
+        // (c): remove a route when another from the same neighbour AS has a lower MED.
+        let snapshot = set.clone();
+        set.retain(|&(i, _)| {
+            let me = cands[i].attrs;
+            let my_med = me.med.unwrap_or(0);
+            let my_as = me.neighbor_as();
+            !snapshot.iter().any(|&(j, _)| {
+                let other = cands[j].attrs;
+                other.neighbor_as() == my_as && other.med.unwrap_or(0) < my_med
+            })
+        });
+    }
+    keep_min(&mut set, |i, _| cands[i].source_rank());
+    keep_min(&mut set, |_, cost| cost);
+    let mut out: Vec<usize> = set.into_iter().map(|(i, _)| i).collect();
+    out.sort_by(|&a, &b| cands[a].tie_break(&cands[b]));
+    out.truncate(cfg.max_paths.max(1));
+    out
+}

@@ -1,0 +1,643 @@
+//! Adj-RIB-Out through update groups: peers that would be sent the same thing share one
+//! computation and one encoded stream. Owns export (propagation rules, export policy, eBGP
+//! prepend), the per-group queue of pending changes, and packing them into UPDATEs that respect
+//! the session's maximum message size. It never touches sockets: the session layer writes the
+//! encoded UPDATEs to each member.
+//!
+//! Memory: nothing is stored per prefix and per peer. What has been advertised is derived from
+//! the Loc-RIB: when a best path changes, the group exports the old and the new best and sends
+//! the difference (a withdrawal when the new best is not exportable). The price is an
+//! occasional withdrawal of a prefix the peer never had, which RFC 4271 §9.1.2 lets the
+//! receiver ignore. A group therefore costs its queue and a small cache, whatever the table size.
+//!
+//! A group is defined by [`GroupKey`]: peer type and AS, next-hop mode and this router's session
+//! addresses (next-hop self), export policy, and the negotiated capabilities that change the
+//! encoding (4-octet AS, extended messages, extended next hop). Members of a group receive
+//! identical bytes. Routes are sent back to the peer they came from when it is in the group;
+//! the receiver drops them by its own loop detection (AS_PATH for eBGP, ORIGINATOR_ID for
+//! reflected routes), which is what sharing one stream costs.
+//!
+//! Ordering rule for callers: feed every pending [`Changes`] to [`UpdateGroups::process`]
+//! before [`UpdateGroups::join`], so a new member's initial dump and the queue agree.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::attrs::{AttrStore, NextHop, PathAttrs};
+use super::peer::{PeerId, PeerType};
+use super::prefix::Prefix;
+use super::rules::{self, ExportTarget};
+use super::table::Path;
+use super::{Changes, Rib};
+use crate::policy::{self, EvalContext, Outcome, Policy, RouteView, Verdict};
+use crate::wire::{
+    Attribute, AttributeValue, DecodeContext, EncodeError, Ipv4Nlri, Ipv4Prefix, Ipv6Nlri,
+    Ipv6Prefix, MAX_EXTENDED_MESSAGE_LEN, MAX_MESSAGE_LEN, Message, MpNextHop, MpNlri, MpReach,
+    MpUnreach, Update,
+};
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// What makes two peers' outbound streams identical.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupKey {
+    pub target: ExportTarget,
+    /// Export policy name; `None`: the RFC 8212 default for the peer type.
+    pub export_policy: Option<String>,
+    pub four_octet_as: bool,
+    pub extended_message: bool,
+    /// RFC 8950: IPv4 NLRI may carry an IPv6 next hop.
+    pub extended_next_hop: bool,
+    pub ipv4: bool,
+    pub ipv6: bool,
+    /// This router's addresses on the session (next-hop self).
+    pub local_v4: Option<Ipv4Addr>,
+    pub local_v6: Option<Ipv6Addr>,
+}
+
+impl GroupKey {
+    /// The encode context shared by every member.
+    pub fn context(&self) -> DecodeContext {
+        DecodeContext {
+            four_octet_as: self.four_octet_as,
+            extended_message: self.extended_message,
+            add_path_rx: Default::default(),
+            ibgp: self.target.peer_type.is_ibgp(),
+            peer_as: Some(self.target.peer_asn),
+        }
+    }
+
+    fn max_len(&self) -> usize {
+        if self.extended_message {
+            MAX_EXTENDED_MESSAGE_LEN
+        } else {
+            MAX_MESSAGE_LEN
+        }
+    }
+}
+
+/// Index of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId(pub u32);
+
+/// Errors of group management (caller mistakes).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    #[error("{0} is already in an update group")]
+    AlreadyMember(PeerId),
+    #[error("{0} is not in an update group")]
+    NotMember(PeerId),
+    #[error("export policy {name:?} differs from the one group {group:?} was built with")]
+    PolicyMismatch { name: String, group: GroupId },
+    #[error("encoding an outbound UPDATE: {0}")]
+    Encode(#[from] EncodeError),
+}
+
+/// UPDATEs for every member of one group.
+#[derive(Debug, Clone)]
+pub struct OutBatch {
+    pub group: GroupId,
+    pub members: Vec<PeerId>,
+    pub updates: Vec<Update>,
+}
+
+type CacheKey = (usize, PeerId, bool);
+
+/// One update group.
+#[derive(Debug)]
+pub struct UpdateGroup {
+    key: GroupKey,
+    policy: Option<Arc<Policy>>,
+    members: BTreeSet<PeerId>,
+    /// Exported attribute sets, interned so that batching by pointer groups equal ones.
+    store: AttrStore,
+    /// (source attributes, source peer, IPv6?) → exported attributes, for policies that do not
+    /// look at the prefix. Holds the source set so its address cannot be reused meanwhile.
+    cache: FastMap<CacheKey, (Arc<PathAttrs>, Option<Arc<PathAttrs>>)>,
+    pending_v4: FastMap<Ipv4Prefix, Option<Arc<PathAttrs>>>,
+    pending_v6: FastMap<Ipv6Prefix, Option<Arc<PathAttrs>>>,
+}
+
+impl UpdateGroup {
+    fn new(key: GroupKey, policy: Option<Arc<Policy>>) -> UpdateGroup {
+        UpdateGroup {
+            key,
+            policy,
+            members: BTreeSet::new(),
+            store: AttrStore::new(),
+            cache: FastMap::default(),
+            pending_v4: FastMap::default(),
+            pending_v6: FastMap::default(),
+        }
+    }
+
+    pub fn key(&self) -> &GroupKey {
+        &self.key
+    }
+    pub fn members(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.members.iter().copied()
+    }
+    /// Prefixes waiting to be sent.
+    pub fn pending(&self) -> usize {
+        self.pending_v4.len() + self.pending_v6.len()
+    }
+
+    fn self_next_hop(&self, v6: bool) -> Option<NextHop> {
+        let g6 = self.key.local_v6.map(|global| NextHop::V6 {
+            global,
+            link_local: None,
+        });
+        if v6 {
+            g6
+        } else {
+            self.key
+                .local_v4
+                .map(NextHop::V4)
+                .or(if self.key.extended_next_hop { g6 } else { None })
+        }
+    }
+
+    /// The attributes `path` is sent with for `prefix`, or `None` when it is not sent.
+    fn export(&mut self, prefix: Prefix, path: &Path, rib: &Rib) -> Option<Arc<PathAttrs>> {
+        let v6 = matches!(prefix, Prefix::V6(_));
+        let cacheable = self
+            .policy
+            .as_ref()
+            .is_none_or(|p| !p.is_prefix_dependent());
+        let ck = (Arc::as_ptr(path.attrs()) as usize, path.peer(), v6);
+        if cacheable && let Some((_, out)) = self.cache.get(&ck) {
+            return out.clone();
+        }
+        let out = self.compute(prefix, path, rib, v6);
+        if cacheable {
+            self.cache.insert(ck, (path.attrs().clone(), out.clone()));
+        }
+        out
+    }
+
+    fn compute(
+        &mut self,
+        prefix: Prefix,
+        path: &Path,
+        rib: &Rib,
+        v6: bool,
+    ) -> Option<Arc<PathAttrs>> {
+        let from = rib.peer(path.peer())?;
+        let src = path.attrs();
+        let target = &self.key.target;
+        if !rules::may_export(src, from.peer_type, target) {
+            return None;
+        }
+        let me = rib.identity();
+        let self_nh = self.self_next_hop(v6);
+        let mut a = rules::export_attrs(
+            src,
+            from,
+            target,
+            me,
+            rib.config().best_path.default_local_pref,
+            self_nh,
+        );
+        match &self.policy {
+            None => {
+                if policy::default_verdict(target.peer_type) == Verdict::Reject {
+                    return None;
+                }
+            }
+            Some(p) => {
+                let cx = EvalContext {
+                    local_asn: me.asn,
+                    self_next_hop: self_nh,
+                };
+                let view = RouteView {
+                    prefix,
+                    attrs: &a,
+                    peer_type: target.peer_type,
+                };
+                match p.evaluate(&view, &cx) {
+                    Outcome::Reject => return None,
+                    Outcome::Accept {
+                        attrs,
+                        keep_next_hop,
+                    } => {
+                        if let Some(changed) = attrs {
+                            a = *changed;
+                        }
+                        if keep_next_hop && !src.next_hop.is_unspecified() {
+                            a.next_hop = src.next_hop;
+                        }
+                    }
+                }
+            }
+        }
+        rules::finish_export(&mut a, target, me);
+        // The next hop must be expressible for the family on this session.
+        a.next_hop = match (v6, a.next_hop) {
+            (_, nh) if nh.is_unspecified() => return None,
+            (false, NextHop::V4(x)) => NextHop::V4(x),
+            (false, nh @ NextHop::V6 { .. }) if self.key.extended_next_hop => nh,
+            (false, NextHop::V6 { .. }) => return None,
+            (true, nh @ NextHop::V6 { .. }) => nh,
+            // RFC 4798 §2 style: an IPv4 next hop for IPv6 NLRI as an IPv4-mapped address.
+            (true, NextHop::V4(x)) => NextHop::V6 {
+                global: x.to_ipv6_mapped(),
+                link_local: None,
+            },
+        };
+        Some(self.store.intern(a))
+    }
+
+    fn enqueue(&mut self, prefix: Prefix, attrs: Option<Arc<PathAttrs>>) {
+        match prefix {
+            Prefix::V4(p) if self.key.ipv4 => {
+                if let Some(old) = self.pending_v4.insert(p, attrs).flatten() {
+                    self.store.release(old);
+                }
+            }
+            Prefix::V6(p) if self.key.ipv6 => {
+                if let Some(old) = self.pending_v6.insert(p, attrs).flatten() {
+                    self.store.release(old);
+                }
+            }
+            _ => {
+                if let Some(a) = attrs {
+                    self.store.release(a);
+                }
+            }
+        }
+    }
+
+    fn on_change(&mut self, prefix: Prefix, old: Option<&Path>, new: Option<&Path>, rib: &Rib) {
+        let new_out = new.and_then(|p| self.export(prefix, p, rib));
+        let old_out = old.and_then(|p| self.export(prefix, p, rib));
+        match (&old_out, &new_out) {
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b) => return,
+            (None, None) => return,
+            _ => {}
+        }
+        self.enqueue(prefix, new_out);
+    }
+
+    /// Packs the queue into UPDATEs: withdrawals first, then announcements grouped by
+    /// attribute set, each message as full as the size limit allows.
+    fn drain(&mut self) -> Result<Vec<Update>, EncodeError> {
+        let cx = self.key.context();
+        let max = self.key.max_len();
+        let mut out = Vec::new();
+        let mut v4: Vec<(Ipv4Prefix, Option<Arc<PathAttrs>>)> = self.pending_v4.drain().collect();
+        let mut v6: Vec<(Ipv6Prefix, Option<Arc<PathAttrs>>)> = self.pending_v6.drain().collect();
+        v4.sort_unstable_by_key(|(p, _)| *p);
+        v6.sort_unstable_by_key(|(p, _)| *p);
+
+        let w4: Vec<Ipv4Nlri> = v4
+            .iter()
+            .filter(|(_, a)| a.is_none())
+            .map(|(p, _)| Ipv4Nlri::new(*p))
+            .collect();
+        let base = encoded_len(&Update::default(), &cx)?;
+        for chunk in pack(&w4, |n| nlri_len(n.prefix.len()), max - base) {
+            out.push(Update {
+                withdrawn: chunk.to_vec(),
+                ..Update::default()
+            });
+        }
+        let w6: Vec<Ipv6Nlri> = v6
+            .iter()
+            .filter(|(_, a)| a.is_none())
+            .map(|(p, _)| Ipv6Nlri::new(*p))
+            .collect();
+        if !w6.is_empty() {
+            let mk = |nlri: Vec<Ipv6Nlri>| Update {
+                attributes: vec![
+                    AttributeValue::MpUnreachNlri(MpUnreach {
+                        withdrawn: MpNlri::Ipv6Unicast(nlri),
+                    })
+                    .into(),
+                ],
+                ..Update::default()
+            };
+            // +1: the attribute may need the 2-octet extended length once it grows.
+            let base = encoded_len(&mk(Vec::new()), &cx)? + 1;
+            for chunk in pack(&w6, |n| nlri_len(n.prefix.len()), max - base) {
+                out.push(mk(chunk.to_vec()));
+            }
+        }
+
+        // Announcements, grouped by exported attribute set (interned: pointer identity).
+        let mut by_attrs: Vec<(Arc<PathAttrs>, Vec<Prefix>)> = Vec::new();
+        let mut index: FastMap<usize, usize> = FastMap::default();
+        let announced = v4
+            .into_iter()
+            .filter_map(|(p, a)| a.map(|a| (Prefix::V4(p), a)))
+            .chain(
+                v6.into_iter()
+                    .filter_map(|(p, a)| a.map(|a| (Prefix::V6(p), a))),
+            );
+        for (p, a) in announced {
+            let k = Arc::as_ptr(&a) as usize;
+            match index.get(&k) {
+                Some(&i) => {
+                    by_attrs[i].1.push(p);
+                    self.store.release(a);
+                }
+                None => {
+                    index.insert(k, by_attrs.len());
+                    by_attrs.push((a, vec![p]));
+                }
+            }
+        }
+        for (attrs, prefixes) in by_attrs {
+            let include_lp = self.key.target.peer_type.is_ibgp();
+            let base_attrs = attrs.to_wire(self.key.four_octet_as, include_lp);
+            let (p4, p6): (Vec<Prefix>, Vec<Prefix>) = prefixes
+                .into_iter()
+                .partition(|p| matches!(p, Prefix::V4(_)));
+            let n4: Vec<Ipv4Nlri> = p4
+                .iter()
+                .filter_map(|p| match p {
+                    Prefix::V4(x) => Some(Ipv4Nlri::new(*x)),
+                    Prefix::V6(_) => None,
+                })
+                .collect();
+            let n6: Vec<Ipv6Nlri> = p6
+                .iter()
+                .filter_map(|p| match p {
+                    Prefix::V6(x) => Some(Ipv6Nlri::new(*x)),
+                    Prefix::V4(_) => None,
+                })
+                .collect();
+            if !n4.is_empty() {
+                match attrs.next_hop {
+                    NextHop::V4(nh) => {
+                        let mk = |nlri: Vec<Ipv4Nlri>| {
+                            let mut a = base_attrs.clone();
+                            a.insert(2, AttributeValue::NextHop(nh).into());
+                            Update {
+                                attributes: a,
+                                nlri,
+                                ..Update::default()
+                            }
+                        };
+                        let base = encoded_len(&mk(Vec::new()), &cx)?;
+                        for chunk in pack(&n4, |n| nlri_len(n.prefix.len()), max - base) {
+                            out.push(mk(chunk.to_vec()));
+                        }
+                    }
+                    NextHop::V6 { global, link_local } => {
+                        let mk = |nlri: Vec<Ipv4Nlri>| {
+                            mp_update(
+                                &base_attrs,
+                                MpNextHop::Ipv6 { global, link_local },
+                                MpNlri::Ipv4Unicast(nlri),
+                            )
+                        };
+                        let base = encoded_len(&mk(Vec::new()), &cx)? + 1;
+                        for chunk in pack(&n4, |n| nlri_len(n.prefix.len()), max - base) {
+                            out.push(mk(chunk.to_vec()));
+                        }
+                    }
+                }
+            }
+            if !n6.is_empty()
+                && let NextHop::V6 { global, link_local } = attrs.next_hop
+            {
+                let mk = |nlri: Vec<Ipv6Nlri>| {
+                    mp_update(
+                        &base_attrs,
+                        MpNextHop::Ipv6 { global, link_local },
+                        MpNlri::Ipv6Unicast(nlri),
+                    )
+                };
+                let base = encoded_len(&mk(Vec::new()), &cx)? + 1;
+                for chunk in pack(&n6, |n| nlri_len(n.prefix.len()), max - base) {
+                    out.push(mk(chunk.to_vec()));
+                }
+            }
+            self.store.release(attrs);
+        }
+        self.cache.clear();
+        self.store.purge();
+        Ok(out)
+    }
+}
+
+fn mp_update(base: &[Attribute], next_hop: MpNextHop, nlri: MpNlri) -> Update {
+    let mut a = base.to_vec();
+    a.insert(
+        0,
+        AttributeValue::MpReachNlri(MpReach { next_hop, nlri }).into(),
+    );
+    Update {
+        attributes: a,
+        ..Update::default()
+    }
+}
+
+/// Octets one NLRI takes without ADD-PATH (RFC 4271 §4.3): length octet plus address octets.
+fn nlri_len(len: u8) -> usize {
+    1 + usize::from(len).div_ceil(8)
+}
+
+fn encoded_len(u: &Update, cx: &DecodeContext) -> Result<usize, EncodeError> {
+    let mut b = BytesMut::new();
+    Message::Update(u.clone()).encode(cx, &mut b)?;
+    Ok(b.len())
+}
+
+/// Splits `items` into runs whose sizes sum to at most `room` (at least one item per run).
+fn pack<T>(items: &[T], size: impl Fn(&T) -> usize, room: usize) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut used = 0;
+    for (i, it) in items.iter().enumerate() {
+        let s = size(it);
+        if used + s > room && i > start {
+            out.push(&items[start..i]);
+            start = i;
+            used = 0;
+        }
+        used += s;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
+/// All update groups of a speaker.
+#[derive(Debug, Default)]
+pub struct UpdateGroups {
+    groups: FastMap<GroupId, UpdateGroup>,
+    by_key: FastMap<GroupKey, GroupId>,
+    member_of: FastMap<PeerId, GroupId>,
+    next_id: u32,
+}
+
+impl UpdateGroups {
+    pub fn new() -> UpdateGroups {
+        UpdateGroups::default()
+    }
+
+    pub fn group(&self, id: GroupId) -> Option<&UpdateGroup> {
+        self.groups.get(&id)
+    }
+    pub fn group_of(&self, peer: PeerId) -> Option<GroupId> {
+        self.member_of.get(&peer).copied()
+    }
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Adds a peer whose session just came up, and returns its group and the UPDATEs of its
+    /// initial table dump (the caller sends them, then End-of-RIB per family, RFC 4724 §2).
+    pub fn join(
+        &mut self,
+        peer: PeerId,
+        key: GroupKey,
+        policy: Option<Arc<Policy>>,
+        rib: &Rib,
+    ) -> Result<(GroupId, Vec<Update>), GroupError> {
+        if self.member_of.contains_key(&peer) {
+            return Err(GroupError::AlreadyMember(peer));
+        }
+        let id = match self.by_key.get(&key) {
+            Some(&id) => {
+                let g = self.groups.get(&id);
+                let same = match (g.and_then(|g| g.policy.as_ref()), policy.as_ref()) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
+                    return Err(GroupError::PolicyMismatch {
+                        name: key.export_policy.clone().unwrap_or_default(),
+                        group: id,
+                    });
+                }
+                id
+            }
+            None => {
+                let id = GroupId(self.next_id);
+                self.next_id += 1;
+                self.by_key.insert(key.clone(), id);
+                self.groups
+                    .insert(id, UpdateGroup::new(key.clone(), policy));
+                id
+            }
+        };
+        // The dump goes through a scratch group with the same key, so the shared queue is
+        // untouched and the new member alone receives it.
+        let (scratch_policy, scratch_key) = match self.groups.get(&id) {
+            Some(g) => (g.policy.clone(), g.key.clone()),
+            None => (None, key),
+        };
+        let mut scratch = UpdateGroup::new(scratch_key, scratch_policy);
+        if scratch.key.ipv4 {
+            for (p, best) in rib.v4().iter_best() {
+                let a = scratch.export(Prefix::V4(*p), best, rib);
+                if a.is_some() {
+                    scratch.enqueue(Prefix::V4(*p), a);
+                }
+            }
+        }
+        if scratch.key.ipv6 {
+            for (p, best) in rib.v6().iter_best() {
+                let a = scratch.export(Prefix::V6(*p), best, rib);
+                if a.is_some() {
+                    scratch.enqueue(Prefix::V6(*p), a);
+                }
+            }
+        }
+        let updates = scratch.drain()?;
+        if let Some(g) = self.groups.get_mut(&id) {
+            g.members.insert(peer);
+        }
+        self.member_of.insert(peer, id);
+        Ok((id, updates))
+    }
+
+    /// Removes a peer (session down or peer deleted); an emptied group goes too.
+    pub fn leave(&mut self, peer: PeerId) -> Result<(), GroupError> {
+        let id = self
+            .member_of
+            .remove(&peer)
+            .ok_or(GroupError::NotMember(peer))?;
+        let empty = match self.groups.get_mut(&id) {
+            Some(g) => {
+                g.members.remove(&peer);
+                g.members.is_empty()
+            }
+            None => false,
+        };
+        if empty && let Some(g) = self.groups.remove(&id) {
+            self.by_key.remove(&g.key);
+        }
+        Ok(())
+    }
+
+    /// Queues, in every group, what the best-path changes mean for its members.
+    pub fn process(&mut self, changes: &Changes, rib: &Rib) {
+        for g in self.groups.values_mut() {
+            for c in &changes.v4 {
+                if c.best_changed() {
+                    g.on_change(Prefix::V4(c.prefix), c.old.as_ref(), c.new.as_ref(), rib);
+                }
+            }
+            for c in &changes.v6 {
+                if c.best_changed() {
+                    g.on_change(Prefix::V6(c.prefix), c.old.as_ref(), c.new.as_ref(), rib);
+                }
+            }
+        }
+    }
+
+    /// Packs every group's queue into UPDATEs, one batch per group with pending work.
+    pub fn flush(&mut self) -> Result<Vec<OutBatch>, GroupError> {
+        let mut out = Vec::new();
+        let mut ids: Vec<GroupId> = self.groups.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(g) = self.groups.get_mut(&id)
+                && g.pending() > 0
+            {
+                let updates = g.drain()?;
+                out.push(OutBatch {
+                    group: id,
+                    members: g.members().collect(),
+                    updates,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Encodes a batch once for all its members.
+    pub fn encode(&self, batch: &OutBatch) -> Result<Vec<Bytes>, GroupError> {
+        let Some(g) = self.groups.get(&batch.group) else {
+            return Ok(Vec::new());
+        };
+        let cx = g.key.context();
+        let mut out = Vec::with_capacity(batch.updates.len());
+        for u in &batch.updates {
+            out.push(Message::Update(u.clone()).to_bytes(&cx)?);
+        }
+        Ok(out)
+    }
+
+    /// Exported attribute sets held by all groups (for leak checks).
+    pub fn attr_sets(&self) -> usize {
+        self.groups.values().map(|g| g.store.len()).sum()
+    }
+}
+
+/// Whether a peer type ever receives locally originated and learned routes without an export
+/// policy (RFC 8212): re-exported for config validation messages.
+pub fn exports_without_policy(peer_type: PeerType) -> bool {
+    policy::default_verdict(peer_type) == Verdict::Accept
+}
