@@ -602,7 +602,8 @@ mod tests {
     #[test]
     fn hold_time_and_keepalive() {
         // (our hold, our keepalive, min hold, peer hold, expected (hold, keepalive) or error)
-        let cases: [(u16, Option<u16>, u16, u16, Option<(u16, u16)>, &str); 7] = [
+        type Case = (u16, Option<u16>, u16, u16, Option<(u16, u16)>, &'static str);
+        let cases: [Case; 7] = [
             (90, None, 3, 90, Some((90, 30)), "§4.2 keepalive = hold/3"),
             (90, None, 3, 30, Some((30, 10)), "min of both hold times"),
             (90, None, 3, 0, Some((0, 0)), "0: no keepalives"),
