@@ -123,8 +123,10 @@ impl PathAttrs {
         }
     }
 
-    /// Restores the canonical form after an edit (sorted, deduplicated community lists).
+    /// Restores the canonical form after an edit: no empty AS_PATH segments (a path of
+    /// `AS_SEQUENCE []` and an empty path mean the same), sorted, deduplicated community lists.
     pub fn canonicalize(&mut self) {
+        self.as_path.segments.retain(|s| !s.asns.is_empty());
         self.communities.sort_unstable();
         self.communities.dedup();
         self.ext_communities.sort_unstable();
@@ -363,7 +365,19 @@ fn merge_as4_path(as_path: &AsPath, as4: &AsPath) -> AsPath {
         });
         keep -= take;
     }
-    segments.extend(as4.segments.iter().cloned());
+    for s in &as4.segments {
+        match segments.last_mut() {
+            // Join the seam so the result reads as one sequence where both sides were.
+            Some(last)
+                if last.kind == AsSegmentType::Sequence
+                    && s.kind == AsSegmentType::Sequence
+                    && last.asns.len() + s.asns.len() <= 255 =>
+            {
+                last.asns.extend_from_slice(&s.asns)
+            }
+            _ => segments.push(s.clone()),
+        }
+    }
     AsPath { segments }
 }
 

@@ -1,0 +1,205 @@
+//! Properties of the RIB: the Loc-RIB's best paths do not depend on the order routes arrive in,
+//! and any add/withdraw sequence leaves no interned attribute set behind once everything is
+//! withdrawn.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use proptest::prelude::*;
+use tabby_bgp::rib::{NextHop, PathAttrs, PeerId, PeerInfo, PeerType, Prefix, Rib, RibConfig};
+use tabby_bgp::wire::{
+    AsPath, Asn, AttributeValue, DecodeContext, Ipv4Nlri, Ipv4Prefix, Origin, Update,
+};
+
+const PEERS: u32 = 4;
+
+#[derive(Debug, Clone)]
+struct Route {
+    peer: u32,
+    prefix: u8,
+    path_len: u8,
+    neighbor_as: u8,
+    med: Option<u8>,
+    local_pref: Option<u8>,
+    origin: u8,
+}
+
+fn route() -> impl Strategy<Value = Route> {
+    (
+        1..=PEERS,
+        0u8..6,
+        1u8..4,
+        0u8..2,
+        proptest::option::of(0u8..3),
+        proptest::option::of(0u8..2),
+        0u8..3,
+    )
+        .prop_map(
+            |(peer, prefix, path_len, neighbor_as, med, local_pref, origin)| Route {
+                peer,
+                prefix,
+                path_len,
+                neighbor_as,
+                med,
+                local_pref,
+                origin,
+            },
+        )
+}
+
+fn rib(max_paths: usize) -> Rib {
+    let mut cfg = RibConfig::new(Asn(64512), Ipv4Addr::new(10, 255, 0, 1));
+    cfg.best_path.max_paths = max_paths;
+    let mut r = Rib::new(cfg);
+    for id in 1..=PEERS {
+        let t = if id % 2 == 0 {
+            PeerType::Ibgp
+        } else {
+            PeerType::RrClient
+        };
+        r.add_peer(
+            PeerInfo {
+                id: PeerId(id),
+                peer_type: t,
+                asn: Asn(64512),
+                router_id: Ipv4Addr::new(10, 0, 0, id as u8),
+                address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, id as u8)),
+            },
+            None,
+            None,
+        )
+        .unwrap();
+    }
+    r
+}
+
+fn prefix(i: u8) -> Ipv4Prefix {
+    Ipv4Prefix::new(Ipv4Addr::new(10, i, 0, 0), 16).unwrap()
+}
+
+fn update(r: &Route) -> Update {
+    let mut path = vec![65000 + u32::from(r.neighbor_as)];
+    path.extend((1..r.path_len).map(|i| 65100 + u32::from(i)));
+    let mut attributes = vec![
+        AttributeValue::Origin(match r.origin {
+            0 => Origin::Igp,
+            1 => Origin::Egp,
+            _ => Origin::Incomplete,
+        })
+        .into(),
+        AttributeValue::AsPath(AsPath::sequence(path)).into(),
+        AttributeValue::NextHop(Ipv4Addr::new(192, 0, 2, r.peer as u8)).into(),
+    ];
+    if let Some(m) = r.med {
+        attributes.push(AttributeValue::MultiExitDisc(u32::from(m)).into());
+    }
+    if let Some(l) = r.local_pref {
+        attributes.push(AttributeValue::LocalPref(100 + u32::from(l)).into());
+    }
+    Update {
+        attributes,
+        nlri: vec![Ipv4Nlri::new(prefix(r.prefix))],
+        ..Update::default()
+    }
+}
+
+/// (prefix, ECMP set as (peer, next hop)) for every prefix, sorted.
+fn snapshot(r: &Rib) -> Vec<(Ipv4Prefix, Vec<(PeerId, NextHop)>)> {
+    let mut v: Vec<_> = (0u8..6)
+        .filter_map(|i| {
+            let p = prefix(i);
+            let set = r.ecmp(&Prefix::V4(p));
+            (!set.is_empty()).then(|| {
+                (
+                    p,
+                    set.iter().map(|x| (x.peer(), x.attrs().next_hop)).collect(),
+                )
+            })
+        })
+        .collect();
+    v.sort_by_key(|(p, _)| *p);
+    v
+}
+
+fn cx() -> DecodeContext {
+    DecodeContext {
+        four_octet_as: true,
+        ..DecodeContext::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// RFC 4271 §9.1.2: the outcome is a function of the set of routes, not of arrival order.
+    #[test]
+    fn best_path_independent_of_arrival_order(
+        routes in proptest::collection::vec(route(), 1..16),
+        seed in any::<u64>(),
+        max_paths in 1usize..4,
+    ) {
+        // Keep only the last route per (peer, prefix): that is what the RIB holds.
+        let mut last = std::collections::BTreeMap::new();
+        for r in &routes {
+            last.insert((r.peer, r.prefix), r.clone());
+        }
+        let set: Vec<Route> = last.into_values().collect();
+        let mut a = rib(max_paths);
+        for r in &set {
+            a.receive(PeerId(r.peer), &update(r), &cx()).unwrap();
+        }
+        // A deterministic shuffle from the seed.
+        let mut shuffled = set.clone();
+        let mut s = seed;
+        for i in (1..shuffled.len()).rev() {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            shuffled.swap(i, (s >> 33) as usize % (i + 1));
+        }
+        let mut b = rib(max_paths);
+        for r in &shuffled {
+            b.receive(PeerId(r.peer), &update(r), &cx()).unwrap();
+        }
+        prop_assert_eq!(snapshot(&a), snapshot(&b));
+    }
+
+    /// Add/withdraw/peer-down sequences: once all routes are gone, no attribute set is left.
+    #[test]
+    fn no_leaked_attribute_sets(
+        ops in proptest::collection::vec((route(), 0u8..10), 1..40),
+    ) {
+        let mut r = rib(2);
+        let mut locals = Vec::new();
+        for (route, op) in &ops {
+            match op {
+                0..=5 => { r.receive(PeerId(route.peer), &update(route), &cx()).unwrap(); }
+                6 | 7 => {
+                    let w = Update { withdrawn: vec![Ipv4Nlri::new(prefix(route.prefix))], ..Update::default() };
+                    r.receive(PeerId(route.peer), &w, &cx()).unwrap();
+                }
+                8 => { r.peer_down(PeerId(route.peer)).unwrap(); }
+                _ => {
+                    let mut a = PathAttrs::new(NextHop::V4(Ipv4Addr::UNSPECIFIED));
+                    a.med = route.med.map(u32::from);
+                    r.originate(Prefix::V4(prefix(route.prefix)), a);
+                    locals.push(prefix(route.prefix));
+                }
+            }
+            // Interleave draining like the session loop does.
+            if route.path_len == 2 {
+                drop(r.take_changes());
+            }
+        }
+        for id in 1..=PEERS {
+            r.peer_down(PeerId(id)).unwrap();
+        }
+        for p in locals {
+            r.withdraw_local(Prefix::V4(p));
+        }
+        drop(r.take_changes());
+        r.purge();
+        prop_assert!(r.v4().is_empty());
+        prop_assert_eq!(r.attr_sets(), 0);
+        for id in 1..=PEERS {
+            prop_assert_eq!(r.accepted(PeerId(id)), Some(0));
+        }
+    }
+}

@@ -1,0 +1,746 @@
+//! The RIB fed with UPDATEs: import rules, route reflection loop detection, RFC 8212 defaults,
+//! graceful-restart stale handling, max-prefix, the next-hop change stream, and update groups.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use tabby_bgp::policy::{Policy, PolicyConfig, Verdict};
+use tabby_bgp::rib::out::{GroupKey, UpdateGroups};
+use tabby_bgp::rib::rules::ExportTarget;
+use tabby_bgp::rib::{
+    NextHop, NextHopMode, PathAttrs, PeerId, PeerInfo, PeerType, Prefix, Rib, RibConfig,
+};
+use tabby_bgp::wire::{
+    AsPath, Asn, AttributeValue, Community, DecodeContext, Family, Ipv4Nlri, Ipv4Prefix, Ipv6Nlri,
+    Ipv6Prefix, Message, MpNextHop, MpNlri, MpReach, MpUnreach, Origin, Update, UpdateAction,
+    decode_message,
+};
+
+const LOCAL_AS: u32 = 64512;
+const RID: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
+
+fn p4(s: &str) -> Ipv4Prefix {
+    s.parse().unwrap()
+}
+
+fn cx() -> DecodeContext {
+    DecodeContext {
+        four_octet_as: true,
+        ..DecodeContext::default()
+    }
+}
+
+fn accept_all() -> Arc<Policy> {
+    Arc::new(Policy::all("accept-all", Verdict::Accept))
+}
+
+fn peer(id: u32, t: PeerType, asn: u32) -> PeerInfo {
+    PeerInfo {
+        id: PeerId(id),
+        peer_type: t,
+        asn: Asn(asn),
+        router_id: Ipv4Addr::new(10, 0, 0, id as u8),
+        address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, id as u8)),
+    }
+}
+
+fn rib() -> Rib {
+    Rib::new(RibConfig::new(Asn(LOCAL_AS), RID))
+}
+
+/// An IPv4 UPDATE announcing `prefixes` via `nh` with AS path `path` plus extra attributes.
+fn announce(prefixes: &[&str], nh: [u8; 4], path: &[u32], extra: Vec<AttributeValue>) -> Update {
+    let mut attributes = vec![
+        AttributeValue::Origin(Origin::Igp).into(),
+        AttributeValue::AsPath(AsPath::sequence(path.iter().copied())).into(),
+        AttributeValue::NextHop(Ipv4Addr::from(nh)).into(),
+    ];
+    attributes.extend(extra.into_iter().map(Into::into));
+    Update {
+        attributes,
+        nlri: prefixes.iter().map(|p| Ipv4Nlri::new(p4(p))).collect(),
+        ..Update::default()
+    }
+}
+
+fn withdraw(prefixes: &[&str]) -> Update {
+    Update {
+        withdrawn: prefixes.iter().map(|p| Ipv4Nlri::new(p4(p))).collect(),
+        ..Update::default()
+    }
+}
+
+#[test]
+fn import_rules_table() {
+    struct Case {
+        name: &'static str,
+        from: PeerInfo,
+        update: Update,
+        accepted: u32,
+    }
+    let ebgp = peer(1, PeerType::Ebgp, 65001);
+    let ibgp = peer(2, PeerType::Ibgp, LOCAL_AS);
+    let client = peer(3, PeerType::RrClient, LOCAL_AS);
+    let cases = vec![
+        Case {
+            name: "RFC 4271 §9.1.2: own AS in AS_PATH is a loop",
+            from: ebgp.clone(),
+            update: announce(
+                &["10.1.0.0/24"],
+                [192, 0, 2, 1],
+                &[65001, LOCAL_AS, 65003],
+                vec![],
+            ),
+            accepted: 0,
+        },
+        Case {
+            name: "RFC 4271 §9.1.2: a clean eBGP route is accepted",
+            from: ebgp.clone(),
+            update: announce(&["10.1.0.0/24"], [192, 0, 2, 1], &[65001], vec![]),
+            accepted: 1,
+        },
+        Case {
+            name: "RFC 4456 §8: ORIGINATOR_ID equal to our router id is a loop",
+            from: client.clone(),
+            update: announce(
+                &["10.1.0.0/24"],
+                [192, 0, 2, 3],
+                &[],
+                vec![
+                    AttributeValue::LocalPref(100),
+                    AttributeValue::OriginatorId(RID),
+                ],
+            ),
+            accepted: 0,
+        },
+        Case {
+            name: "RFC 4456 §8: our cluster id in CLUSTER_LIST is a loop",
+            from: ibgp.clone(),
+            update: announce(
+                &["10.1.0.0/24"],
+                [192, 0, 2, 2],
+                &[],
+                vec![
+                    AttributeValue::LocalPref(100),
+                    AttributeValue::ClusterList(vec![Ipv4Addr::new(1, 1, 1, 1), RID]),
+                ],
+            ),
+            accepted: 0,
+        },
+        Case {
+            name: "RFC 4456 §8: foreign ORIGINATOR_ID and CLUSTER_LIST are fine",
+            from: ibgp.clone(),
+            update: announce(
+                &["10.1.0.0/24", "10.2.0.0/24"],
+                [192, 0, 2, 2],
+                &[],
+                vec![
+                    AttributeValue::LocalPref(100),
+                    AttributeValue::OriginatorId(Ipv4Addr::new(10, 0, 0, 77)),
+                    AttributeValue::ClusterList(vec![Ipv4Addr::new(1, 1, 1, 1)]),
+                ],
+            ),
+            accepted: 2,
+        },
+        Case {
+            name: "RFC 7606 §2: treat-as-withdraw accepts nothing",
+            from: ibgp.clone(),
+            update: Update {
+                action: UpdateAction::TreatAsWithdraw,
+                ..announce(&["10.1.0.0/24"], [192, 0, 2, 2], &[], vec![])
+            },
+            accepted: 0,
+        },
+    ];
+    for c in cases {
+        let mut r = rib();
+        r.add_peer(c.from.clone(), Some(accept_all()), None)
+            .unwrap();
+        let out = r.receive(c.from.id, &c.update, &cx()).unwrap();
+        assert_eq!(out.accepted, c.accepted, "{}", c.name);
+        assert_eq!(r.accepted(c.from.id), Some(c.accepted), "{}", c.name);
+        assert_eq!(r.v4().len() as u32, c.accepted, "{}", c.name);
+    }
+}
+
+#[test]
+fn rfc8212_defaults_and_local_pref_on_ebgp_import() {
+    let mut r = rib();
+    let e = peer(1, PeerType::Ebgp, 65001);
+    let i = peer(2, PeerType::Ibgp, LOCAL_AS);
+    r.add_peer(e.clone(), None, None).unwrap();
+    r.add_peer(i.clone(), None, None).unwrap();
+    // RFC 8212 §2: eBGP without import policy accepts nothing.
+    let out = r
+        .receive(
+            e.id,
+            &announce(&["10.1.0.0/24"], [192, 0, 2, 1], &[65001], vec![]),
+            &cx(),
+        )
+        .unwrap();
+    assert_eq!((out.accepted, out.rejected), (0, 1));
+    // iBGP without import policy accepts.
+    let out = r
+        .receive(
+            i.id,
+            &announce(&["10.2.0.0/24"], [192, 0, 2, 2], &[], vec![]),
+            &cx(),
+        )
+        .unwrap();
+    assert_eq!(out.accepted, 1);
+    // RFC 4271 §5.1.5: LOCAL_PREF from an eBGP peer is ignored.
+    r.set_import_policy(e.id, Some(accept_all())).unwrap();
+    r.receive(
+        e.id,
+        &announce(
+            &["10.3.0.0/24"],
+            [192, 0, 2, 1],
+            &[65001],
+            vec![AttributeValue::LocalPref(900)],
+        ),
+        &cx(),
+    )
+    .unwrap();
+    let best = r.best(&Prefix::V4(p4("10.3.0.0/24"))).unwrap();
+    assert_eq!(best.attrs().local_pref, None);
+}
+
+#[test]
+fn best_path_stream_with_ecmp_next_hops() {
+    let mut cfg = RibConfig::new(Asn(LOCAL_AS), RID);
+    cfg.best_path.max_paths = 4;
+    let mut r = Rib::new(cfg);
+    for id in 1..=3 {
+        r.add_peer(peer(id, PeerType::Ibgp, LOCAL_AS), None, None)
+            .unwrap();
+    }
+    let pfx = "10.9.0.0/24";
+    r.receive(
+        PeerId(1),
+        &announce(&[pfx], [192, 0, 2, 1], &[65100], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    r.receive(
+        PeerId(2),
+        &announce(&[pfx], [192, 0, 2, 2], &[65200], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    let ch = r.take_changes();
+    let hops: Vec<_> = ch.next_hops().map(|(p, h)| (p, h.to_vec())).collect();
+    drop(ch);
+    let v = |a: [u8; 4]| IpAddr::V4(Ipv4Addr::from(a));
+    assert_eq!(
+        hops,
+        vec![
+            (Prefix::V4(p4(pfx)), vec![v([192, 0, 2, 1])]),
+            (
+                Prefix::V4(p4(pfx)),
+                vec![v([192, 0, 2, 1]), v([192, 0, 2, 2])]
+            ),
+        ]
+    );
+    // A longer path does not join the set: no change.
+    r.receive(
+        PeerId(3),
+        &announce(&[pfx], [192, 0, 2, 3], &[65300, 1], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    assert!(r.take_changes().is_empty());
+    // Withdraw one member: the set shrinks.
+    r.receive(PeerId(1), &withdraw(&[pfx]), &cx()).unwrap();
+    let ch = r.take_changes();
+    assert_eq!(ch.v4.len(), 1);
+    assert_eq!(ch.v4[0].next_hops, vec![v([192, 0, 2, 2])]);
+    drop(ch);
+    // Withdraw everything: empty next hops means "remove the kernel route".
+    r.receive(PeerId(2), &withdraw(&[pfx]), &cx()).unwrap();
+    r.receive(PeerId(3), &withdraw(&[pfx]), &cx()).unwrap();
+    let ch = r.take_changes();
+    assert_eq!(ch.v4.last().map(|c| c.next_hops.is_empty()), Some(true));
+    assert!(r.v4().is_empty());
+    drop(ch);
+    r.purge();
+    assert_eq!(r.attr_sets(), 0, "no interned set outlives its routes");
+}
+
+#[test]
+fn graceful_restart_stale_and_sweep() {
+    let mut r = rib();
+    let i = peer(2, PeerType::Ibgp, LOCAL_AS);
+    r.add_peer(i.clone(), None, None).unwrap();
+    r.receive(
+        i.id,
+        &announce(
+            &["10.1.0.0/24", "10.2.0.0/24", "10.3.0.0/24"],
+            [192, 0, 2, 2],
+            &[],
+            vec![],
+        ),
+        &cx(),
+    )
+    .unwrap();
+    r.take_changes();
+    // RFC 4724 §4.2: session lost, routes kept and still used.
+    assert_eq!(r.mark_stale(i.id).unwrap(), 3);
+    assert!(
+        r.take_changes().is_empty(),
+        "marking stale must not move forwarding"
+    );
+    let b = r.best(&Prefix::V4(p4("10.1.0.0/24"))).unwrap();
+    assert!(b.is_stale());
+    // The restarted peer re-announces two of them (fresh), then End-of-RIB.
+    r.receive(
+        i.id,
+        &announce(&["10.1.0.0/24", "10.2.0.0/24"], [192, 0, 2, 2], &[], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    assert!(!r.best(&Prefix::V4(p4("10.1.0.0/24"))).unwrap().is_stale());
+    let eor = r
+        .receive(i.id, &Update::end_of_rib(Family::IPV4_UNICAST), &cx())
+        .unwrap();
+    assert_eq!(eor.end_of_rib, Some(Family::IPV4_UNICAST));
+    assert_eq!(r.v4().len(), 2, "the one not refreshed is swept");
+    assert!(r.best(&Prefix::V4(p4("10.3.0.0/24"))).is_none());
+    assert_eq!(r.accepted(i.id), Some(2));
+    // Restart timer variant: everything still stale goes.
+    r.mark_stale(i.id).unwrap();
+    assert_eq!(r.sweep_stale(i.id).unwrap(), 2);
+    assert!(r.v4().is_empty());
+    assert_eq!(r.accepted(i.id), Some(0));
+}
+
+#[test]
+fn max_prefix_counts_accepted_paths() {
+    let mut r = rib();
+    let i = peer(2, PeerType::Ibgp, LOCAL_AS);
+    r.add_peer(i.clone(), None, Some(2)).unwrap();
+    let out = r
+        .receive(
+            i.id,
+            &announce(&["10.1.0.0/24", "10.2.0.0/24"], [192, 0, 2, 2], &[], vec![]),
+            &cx(),
+        )
+        .unwrap();
+    assert!(
+        !out.max_prefix_exceeded,
+        "RFC 4486 §4: at the limit is fine"
+    );
+    // Re-announcing the same prefixes does not count twice.
+    let out = r
+        .receive(
+            i.id,
+            &announce(&["10.1.0.0/24"], [192, 0, 2, 9], &[], vec![]),
+            &cx(),
+        )
+        .unwrap();
+    assert!(!out.max_prefix_exceeded);
+    let out = r
+        .receive(
+            i.id,
+            &announce(&["10.3.0.0/24"], [192, 0, 2, 2], &[], vec![]),
+            &cx(),
+        )
+        .unwrap();
+    assert!(
+        out.max_prefix_exceeded,
+        "RFC 4486 §4: one over the limit trips"
+    );
+    r.peer_down(i.id).unwrap();
+    assert_eq!(r.accepted(i.id), Some(0));
+    assert!(r.v4().is_empty());
+}
+
+#[test]
+fn ipv6_and_as4_path_reconciliation() {
+    let mut r = rib();
+    let e = peer(1, PeerType::Ebgp, 65001);
+    r.add_peer(e.clone(), Some(accept_all()), None).unwrap();
+    let p6: Ipv6Prefix = "2001:db8:1::/48".parse().unwrap();
+    let gw: Ipv6Addr = "2001:db8::1".parse().unwrap();
+    // A 2-octet session: AS_PATH has AS_TRANS, AS4_PATH the real 4-octet AS (RFC 6793 §4.2.3).
+    let u = Update {
+        attributes: vec![
+            AttributeValue::MpReachNlri(MpReach {
+                next_hop: MpNextHop::Ipv6 {
+                    global: gw,
+                    link_local: None,
+                },
+                nlri: MpNlri::Ipv6Unicast(vec![Ipv6Nlri::new(p6)]),
+            })
+            .into(),
+            AttributeValue::Origin(Origin::Igp).into(),
+            AttributeValue::AsPath(AsPath::sequence([65001, 23456])).into(),
+            AttributeValue::As4Path(AsPath::sequence([4_200_000_000])).into(),
+        ],
+        ..Update::default()
+    };
+    let two_octet = DecodeContext::default();
+    assert_eq!(r.receive(e.id, &u, &two_octet).unwrap().accepted, 1);
+    let best = r.best(&Prefix::V6(p6)).unwrap();
+    assert_eq!(
+        best.attrs().as_path,
+        AsPath::sequence([65001, 4_200_000_000])
+    );
+    assert_eq!(best.attrs().next_hop.addr(), IpAddr::V6(gw));
+    let w = Update {
+        attributes: vec![
+            AttributeValue::MpUnreachNlri(MpUnreach {
+                withdrawn: MpNlri::Ipv6Unicast(vec![Ipv6Nlri::new(p6)]),
+            })
+            .into(),
+        ],
+        ..Update::default()
+    };
+    assert_eq!(r.receive(e.id, &w, &two_octet).unwrap().withdrawn, 1);
+    assert!(r.v6().is_empty());
+}
+
+fn key(t: PeerType, asn: u32, policy: Option<&str>) -> GroupKey {
+    GroupKey {
+        target: ExportTarget {
+            peer_type: t,
+            peer_asn: Asn(asn),
+            next_hop_mode: NextHopMode::Auto,
+        },
+        export_policy: policy.map(str::to_string),
+        four_octet_as: true,
+        extended_message: false,
+        extended_next_hop: false,
+        ipv4: true,
+        ipv6: true,
+        local_v4: Some(Ipv4Addr::new(192, 0, 2, 100)),
+        local_v6: None,
+    }
+}
+
+/// Decodes what a group would put on the wire, so the tests check real bytes.
+fn wire_roundtrip(
+    groups: &UpdateGroups,
+    batch: &tabby_bgp::rib::out::OutBatch,
+    k: &GroupKey,
+) -> Vec<Update> {
+    groups
+        .encode(batch)
+        .unwrap()
+        .iter()
+        .map(|b| {
+            assert!(
+                b.len() <= 4096,
+                "RFC 4271 §4: message of {} octets",
+                b.len()
+            );
+            match decode_message(b, &k.context()).unwrap() {
+                Message::Update(u) => u,
+                m => panic!("not an UPDATE: {m:?}"),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn update_groups_share_and_apply_export_rules() {
+    let mut r = rib();
+    let src_e = peer(1, PeerType::Ebgp, 65001);
+    let src_i = peer(2, PeerType::Ibgp, LOCAL_AS);
+    let src_c = peer(3, PeerType::RrClient, LOCAL_AS);
+    for p in [&src_e, &src_i, &src_c] {
+        r.add_peer(p.clone(), Some(accept_all()), None).unwrap();
+    }
+    let accept = accept_all();
+    let mut g = UpdateGroups::new();
+    // Targets: two eBGP peers in AS 65010 with the same policy share a group; an iBGP
+    // non-client; an RR client.
+    let ke = key(PeerType::Ebgp, 65010, Some("accept-all"));
+    let ki = key(PeerType::Ibgp, LOCAL_AS, None);
+    let kc = key(PeerType::RrClient, LOCAL_AS, None);
+    let (ge1, d) = g
+        .join(PeerId(10), ke.clone(), Some(accept.clone()), &r)
+        .unwrap();
+    assert!(d.is_empty());
+    let (ge2, _) = g
+        .join(PeerId(11), ke.clone(), Some(accept.clone()), &r)
+        .unwrap();
+    let (gi, _) = g.join(PeerId(12), ki.clone(), None, &r).unwrap();
+    let (gc, _) = g.join(PeerId(13), kc.clone(), None, &r).unwrap();
+    assert_eq!(ge1, ge2, "same key and policy: one group");
+    assert_eq!(g.len(), 3);
+
+    // Routes: from eBGP (with MED and LOCAL_PREF), from an iBGP non-client, from a client,
+    // one with NO_EXPORT.
+    r.receive(
+        src_e.id,
+        &announce(
+            &["10.1.0.0/24", "10.1.1.0/24"],
+            [192, 0, 2, 1],
+            &[65001],
+            vec![AttributeValue::MultiExitDisc(5)],
+        ),
+        &cx(),
+    )
+    .unwrap();
+    r.receive(
+        src_i.id,
+        &announce(
+            &["10.2.0.0/24"],
+            [192, 0, 2, 2],
+            &[],
+            vec![AttributeValue::LocalPref(120)],
+        ),
+        &cx(),
+    )
+    .unwrap();
+    r.receive(
+        src_c.id,
+        &announce(
+            &["10.3.0.0/24"],
+            [192, 0, 2, 3],
+            &[],
+            vec![AttributeValue::LocalPref(100)],
+        ),
+        &cx(),
+    )
+    .unwrap();
+    r.receive(
+        src_i.id,
+        &announce(
+            &["10.4.0.0/24"],
+            [192, 0, 2, 2],
+            &[],
+            vec![AttributeValue::Communities(vec![Community::NO_EXPORT])],
+        ),
+        &cx(),
+    )
+    .unwrap();
+    let mut local = PathAttrs::new(NextHop::V4(Ipv4Addr::UNSPECIFIED));
+    local.med = Some(7);
+    r.originate(Prefix::V4(p4("10.5.0.0/24")), local);
+    let ch = r.take_changes();
+    g.process(&ch, &r);
+    drop(ch);
+    let batches = g.flush().unwrap();
+    assert_eq!(batches.len(), 3);
+    let by_group = |id| batches.iter().find(|b| b.group == id).unwrap();
+    assert_eq!(by_group(ge1).members, vec![PeerId(10), PeerId(11)]);
+
+    let sent = |u: &[Update]| -> Vec<(Ipv4Prefix, Update)> {
+        let mut v: Vec<(Ipv4Prefix, Update)> = u
+            .iter()
+            .flat_map(|m| m.nlri.iter().map(move |n| (n.prefix, m.clone())))
+            .collect();
+        v.sort_by_key(|(p, _)| *p);
+        v
+    };
+    // eBGP group.
+    let e = sent(&wire_roundtrip(&g, by_group(ge1), &ke));
+    let prefixes: Vec<String> = e.iter().map(|(p, _)| p.to_string()).collect();
+    assert_eq!(
+        prefixes,
+        [
+            "10.1.0.0/24",
+            "10.1.1.0/24",
+            "10.2.0.0/24",
+            "10.3.0.0/24",
+            "10.5.0.0/24"
+        ],
+        "RFC 1997: NO_EXPORT not sent to eBGP; everything else is"
+    );
+    let (_, u) = &e[0];
+    assert_eq!(
+        u.attribute(2),
+        Some(&AttributeValue::AsPath(AsPath::sequence([LOCAL_AS, 65001]))),
+        "RFC 4271 §5.1.2: own AS prepended"
+    );
+    assert_eq!(
+        u.attribute(3),
+        Some(&AttributeValue::NextHop(Ipv4Addr::new(192, 0, 2, 100))),
+        "eBGP next hop self"
+    );
+    assert_eq!(
+        u.attribute(4),
+        None,
+        "RFC 4271 §5.1.4: a received MED is not passed to another AS"
+    );
+    assert_eq!(
+        u.attribute(5),
+        None,
+        "RFC 4271 §5.1.5: no LOCAL_PREF to eBGP"
+    );
+    assert_eq!(
+        e[0].1.nlri.len(),
+        2,
+        "NLRI sharing attributes are packed in one UPDATE"
+    );
+    let (_, local_u) = &e[4];
+    assert_eq!(
+        local_u.attribute(4),
+        Some(&AttributeValue::MultiExitDisc(7)),
+        "a locally set MED is sent"
+    );
+
+    // iBGP non-client: eBGP-learned, client and local routes; not the non-client's (RFC 4271 §9.2,
+    // RFC 4456 §6).
+    let i = sent(&wire_roundtrip(&g, by_group(gi), &ki));
+    let prefixes: Vec<String> = i.iter().map(|(p, _)| p.to_string()).collect();
+    assert_eq!(
+        prefixes,
+        ["10.1.0.0/24", "10.1.1.0/24", "10.3.0.0/24", "10.5.0.0/24"]
+    );
+    let (_, u) = &i[0];
+    assert_eq!(
+        u.attribute(3),
+        Some(&AttributeValue::NextHop(Ipv4Addr::new(192, 0, 2, 1))),
+        "iBGP keeps the next hop"
+    );
+    assert_eq!(
+        u.attribute(5),
+        Some(&AttributeValue::LocalPref(100)),
+        "LOCAL_PREF sent inside the AS"
+    );
+    let (_, u) = &i[2];
+    assert_eq!(
+        u.attribute(9),
+        Some(&AttributeValue::OriginatorId(src_c.router_id)),
+        "RFC 4456 §8: ORIGINATOR_ID set on reflection"
+    );
+    assert_eq!(
+        u.attribute(10),
+        Some(&AttributeValue::ClusterList(vec![RID])),
+        "RFC 4456 §8: cluster id prepended"
+    );
+    let (_, u) = &i[3];
+    assert_eq!(
+        u.attribute(3),
+        Some(&AttributeValue::NextHop(Ipv4Addr::new(192, 0, 2, 100))),
+        "local route: next hop self"
+    );
+
+    // RR client: everything, including the non-client route and NO_EXPORT.
+    let c = sent(&wire_roundtrip(&g, by_group(gc), &kc));
+    assert_eq!(c.len(), 6);
+
+    // A withdrawal goes to each group that had the route, once.
+    r.receive(src_e.id, &withdraw(&["10.1.0.0/24"]), &cx())
+        .unwrap();
+    let ch = r.take_changes();
+    g.process(&ch, &r);
+    let batches = g.flush().unwrap();
+    assert_eq!(batches.len(), 3);
+    for b in &batches {
+        assert_eq!(b.updates.len(), 1);
+        assert_eq!(
+            b.updates[0].withdrawn,
+            vec![Ipv4Nlri::new(p4("10.1.0.0/24"))]
+        );
+    }
+    // A new member gets the current table as its initial dump.
+    let (gi2, dump) = g.join(PeerId(14), ki.clone(), None, &r).unwrap();
+    assert_eq!(gi2, gi);
+    let n: usize = dump.iter().map(|u| u.nlri.len()).sum();
+    assert_eq!(n, 3);
+    g.leave(PeerId(14)).unwrap();
+    g.leave(PeerId(12)).unwrap();
+    assert_eq!(g.len(), 2, "an emptied group is dropped");
+}
+
+#[test]
+fn update_packing_respects_message_size() {
+    let mut r = rib();
+    let src = peer(2, PeerType::Ibgp, LOCAL_AS);
+    r.add_peer(src.clone(), None, None).unwrap();
+    let mut g = UpdateGroups::new();
+    let k = key(PeerType::RrClient, LOCAL_AS, None);
+    g.join(PeerId(9), k.clone(), None, &r).unwrap();
+    // 3000 /24s with the same attributes: 4 octets each, so more than one 4096-octet UPDATE.
+    let prefixes: Vec<String> = (0..3000u32)
+        .map(|i| format!("{}.{}.{}.0/24", 20 + i / 65536, (i / 256) % 256, i % 256))
+        .collect();
+    let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    r.receive(src.id, &announce(&refs, [192, 0, 2, 2], &[], vec![]), &cx())
+        .unwrap();
+    let ch = r.take_changes();
+    g.process(&ch, &r);
+    drop(ch);
+    let batches = g.flush().unwrap();
+    let updates = wire_roundtrip(&g, &batches[0], &k);
+    assert!(updates.len() >= 3, "{} UPDATEs", updates.len());
+    let total: usize = updates.iter().map(|u| u.nlri.len()).sum();
+    assert_eq!(total, 3000);
+    // Full packing: every message but the last is within one NLRI of the limit.
+    for b in &g.encode(&batches[0]).unwrap()[..updates.len() - 1] {
+        assert!(
+            b.len() > 4096 - 4,
+            "underfilled UPDATE of {} octets",
+            b.len()
+        );
+    }
+    // Withdraw all: withdrawals packed too.
+    r.peer_down(src.id).unwrap();
+    let ch = r.take_changes();
+    g.process(&ch, &r);
+    drop(ch);
+    let batches = g.flush().unwrap();
+    let updates = wire_roundtrip(&g, &batches[0], &k);
+    let total: usize = updates.iter().map(|u| u.withdrawn.len()).sum();
+    assert_eq!(total, 3000);
+    r.purge();
+    assert_eq!(r.attr_sets(), 0);
+    assert_eq!(g.attr_sets(), 0);
+}
+
+#[test]
+fn export_policy_rfc8212_and_actions() {
+    let mut r = rib();
+    let src = peer(2, PeerType::Ibgp, LOCAL_AS);
+    r.add_peer(src.clone(), None, None).unwrap();
+    r.receive(
+        src.id,
+        &announce(&["10.1.0.0/24", "10.2.0.0/24"], [192, 0, 2, 2], &[], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    let mut g = UpdateGroups::new();
+    // RFC 8212: an eBGP peer without export policy gets nothing.
+    let (_, dump) = g
+        .join(PeerId(20), key(PeerType::Ebgp, 65020, None), None, &r)
+        .unwrap();
+    assert!(dump.is_empty());
+    let cfg: PolicyConfig = serde_json::from_value(serde_json::json!({
+        "name": "to-upstream",
+        "rules": [
+            {"match": {"prefix": [{"prefix": "10.1.0.0/16", "ge": 24, "le": 24}]},
+             "set": {"add_community": ["65000:1"], "prepend": {"count": 2}, "med": 30},
+             "then": "next"},
+            {"match": {"prefix": [{"prefix": "10.2.0.0/24"}]}, "then": "reject"},
+        ],
+        "default": "accept",
+    }))
+    .unwrap();
+    let pol = Arc::new(Policy::from_config(&cfg).unwrap());
+    let (_, dump) = g
+        .join(
+            PeerId(21),
+            key(PeerType::Ebgp, 65021, Some("to-upstream")),
+            Some(pol),
+            &r,
+        )
+        .unwrap();
+    assert_eq!(dump.len(), 1);
+    let u = &dump[0];
+    assert_eq!(u.nlri, vec![Ipv4Nlri::new(p4("10.1.0.0/24"))]);
+    assert_eq!(
+        u.attribute(2),
+        Some(&AttributeValue::AsPath(AsPath::sequence([
+            LOCAL_AS, LOCAL_AS, LOCAL_AS
+        ]))),
+        "policy prepend twice, then the mandatory eBGP prepend"
+    );
+    assert_eq!(u.attribute(4), Some(&AttributeValue::MultiExitDisc(30)));
+    assert_eq!(
+        u.attribute(8),
+        Some(&AttributeValue::Communities(vec![Community::new(65000, 1)]))
+    );
+}
