@@ -130,14 +130,22 @@ pub(crate) fn decode_v4(
         }
         let nb = (usize::from(len) + 7) >> 3;
         let start = i + 1;
-        let Some(bytes) = input.get(start..start + nb) else {
+        if start + nb > n {
             return Err(overrun(i, len, nb, n - start));
+        }
+        // Fast path: load 4 octets at once; the mask clears whatever follows the prefix (the
+        // next entry's octets). Near the end of the field, copy only what is there.
+        let bits = match input.get(start..start + 4) {
+            Some(w) => u32::from_be_bytes([w[0], w[1], w[2], w[3]]),
+            None => {
+                let mut buf = [0u8; 4];
+                buf[..n - start].copy_from_slice(&input[start..]);
+                u32::from_be_bytes(buf)
+            }
         };
-        let mut buf = [0u8; 4];
-        buf[..nb].copy_from_slice(bytes);
         out.push(Nlri {
             path_id,
-            prefix: Ipv4Prefix::from_bits_masked(u32::from_be_bytes(buf), len),
+            prefix: Ipv4Prefix::from_bits_masked(bits, len),
         });
         i = start + nb;
     }
@@ -171,11 +179,14 @@ pub(crate) fn decode_v6(
         }
         let nb = (usize::from(len) + 7) >> 3;
         let start = i + 1;
-        let Some(bytes) = input.get(start..start + nb) else {
+        if start + nb > n {
             return Err(overrun(i, len, nb, n - start));
-        };
+        }
         let mut buf = [0u8; 16];
-        buf[..nb].copy_from_slice(bytes);
+        match input.get(start..start + 16) {
+            Some(w) => buf.copy_from_slice(w),
+            None => buf[..n - start].copy_from_slice(&input[start..]),
+        }
         out.push(Nlri {
             path_id,
             prefix: Ipv6Prefix::from_bits_masked(u128::from_be_bytes(buf), len),

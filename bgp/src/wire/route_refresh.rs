@@ -53,7 +53,8 @@ pub struct RouteRefresh {
     pub afi: Afi,
     pub safi: Safi,
     pub subtype: RouteRefreshSubtype,
-    /// ORF entries (RFC 5291) after a subtype-0 request, opaque.
+    /// Octets after the 4-octet body: ORF entries (RFC 5291) of a subtype-0 request, or the
+    /// tail of a reserved subtype; opaque.
     #[serde(serialize_with = "json::hex", skip_serializing_if = "Vec::is_empty")]
     pub orf: Vec<u8>,
 }
@@ -103,9 +104,15 @@ impl RouteRefresh {
     }
 
     pub(crate) fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
-        if !self.orf.is_empty() && self.subtype != RouteRefreshSubtype::Request {
+        // RFC 7313 §5: BoRR and EoRR bodies are exactly 4 octets.
+        if !self.orf.is_empty()
+            && matches!(
+                self.subtype,
+                RouteRefreshSubtype::BeginOfRouteRefresh | RouteRefreshSubtype::EndOfRouteRefresh
+            )
+        {
             return Err(EncodeError::Invalid(
-                "ORF entries are only allowed in a subtype-0 ROUTE-REFRESH",
+                "BoRR/EoRR ROUTE-REFRESH messages carry no ORF entries",
             ));
         }
         out.put_u16(self.afi.0);
