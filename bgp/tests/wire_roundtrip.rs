@@ -351,10 +351,12 @@ fn open() -> impl Strategy<Value = Open> {
 fn route_refresh() -> impl Strategy<Value = RouteRefresh> {
     (family(), any::<u8>(), bytes(20)).prop_map(|((afi, safi), sub, orf)| {
         let subtype = RouteRefreshSubtype::from_u8(sub);
-        let orf = if subtype == RouteRefreshSubtype::Request {
-            orf
-        } else {
-            Vec::new()
+        // RFC 7313 §5: BoRR/EoRR bodies are exactly 4 octets; others may carry more.
+        let orf = match subtype {
+            RouteRefreshSubtype::BeginOfRouteRefresh | RouteRefreshSubtype::EndOfRouteRefresh => {
+                Vec::new()
+            }
+            _ => orf,
         };
         RouteRefresh {
             afi,
