@@ -100,6 +100,7 @@ pub struct BGPSessionStatus {
     #[schemars(length(max = 45))]
     pub peer_ip: String,
     /// The peer's AS.
+    #[serde(rename = "peerAS")]
     pub peer_as: u32,
     /// Why the session exists.
     pub peer_type: PeerType,
