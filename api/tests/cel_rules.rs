@@ -72,6 +72,116 @@ fn every_rule_compiles() {
     }
 }
 
+/// Functions and macros the Kubernetes API server's CEL environment provides (the CEL
+/// standard library plus the Kubernetes list, regex, URL, IP/CIDR and quantity libraries) that
+/// our rules may use. kube's client-side engine also knows convenience functions the API server
+/// does not (e.g. `isCIDRv4`); a rule using one would pass these tests and be rejected by a
+/// real cluster, so every call in every rule must be on this list.
+const KUBERNETES_CEL_FUNCTIONS: &[&str] = &[
+    "has",
+    "size",
+    "all",
+    "exists",
+    "exists_one",
+    "map",
+    "filter",
+    "matches",
+    "startsWith",
+    "endsWith",
+    "contains",
+    "string",
+    "int",
+    "uint",
+    "isIP",
+    "ip",
+    "family",
+    "isCIDR",
+    "cidr",
+    "prefixLength",
+    "masked",
+    "containsIP",
+    "containsCIDR",
+    "isLoopback",
+    "lowerAscii",
+];
+
+/// Every identifier directly followed by `(` in `rule`.
+fn called_functions(rule: &str) -> Vec<String> {
+    let bytes = rule.as_bytes();
+    let mut out = Vec::new();
+    let mut start = None;
+    let mut in_string = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\'' {
+            in_string = !in_string;
+            start = None;
+            continue;
+        }
+        if in_string {
+            continue;
+        }
+        if b.is_ascii_alphanumeric() || b == b'_' {
+            start.get_or_insert(i);
+        } else {
+            if b == b'('
+                && let Some(s) = start
+            {
+                out.push(rule[s..i].to_string());
+            }
+            start = None;
+        }
+    }
+    out
+}
+
+fn rules_in(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == "x-kubernetes-validations" {
+                    for r in v.as_array().into_iter().flatten() {
+                        if let Some(rule) = r.get("rule").and_then(Value::as_str) {
+                            out.push(rule.to_string());
+                        }
+                    }
+                } else {
+                    rules_in(v, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| rules_in(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn rules_use_only_functions_the_api_server_has() {
+    assert_eq!(
+        called_functions("isCIDR(self) && cidr(self).ip().family() == 4"),
+        ["isCIDR", "cidr", "ip", "family"]
+    );
+    assert_eq!(called_functions("self == 'f(x)'"), Vec::<String>::new());
+    let mut rules = Vec::new();
+    for schema in [
+        schema::<IPPool>(),
+        schema::<IPAMBlock>(),
+        schema::<BGPConfiguration>(),
+        schema::<BGPPeer>(),
+        schema::<NodeNetworkStatus>(),
+    ] {
+        rules_in(&schema, &mut rules);
+    }
+    assert!(rules.len() > 20, "found only {} rules", rules.len());
+    for rule in &rules {
+        for f in called_functions(rule) {
+            assert!(
+                KUBERNETES_CEL_FUNCTIONS.contains(&f.as_str()),
+                "rule {rule:?} calls {f}(), which a Kubernetes API server does not provide"
+            );
+        }
+    }
+}
+
 #[test]
 fn ippool_rules() {
     let pool = |spec: Value| obj("IPPool", "p", spec);

@@ -169,13 +169,13 @@ pub struct BGPTimers {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("!has(self.ge) || self.ge >= cidr(self.cidr).prefixLength()")
+    validation = Rule::new("!isCIDR(self.cidr) || !has(self.ge) || self.ge >= cidr(self.cidr).prefixLength()")
         .message("ge must be at least the cidr's prefix length")
         .field_path(".ge"),
-    validation = Rule::new("!has(self.le) || self.le >= (has(self.ge) ? self.ge : cidr(self.cidr).prefixLength())")
+    validation = Rule::new("!isCIDR(self.cidr) || !has(self.le) || self.le >= (has(self.ge) ? self.ge : cidr(self.cidr).prefixLength())")
         .message("le must be at least ge and the cidr's prefix length")
         .field_path(".le"),
-    validation = Rule::new("isCIDRv4(self.cidr) ? ((!has(self.ge) || self.ge <= 32) && (!has(self.le) || self.le <= 32)) : true")
+    validation = Rule::new("!isCIDR(self.cidr) || cidr(self.cidr).ip().family() == 6 || ((!has(self.ge) || self.ge <= 32) && (!has(self.le) || self.le <= 32))")
         .message("ge and le are at most 32 for an IPv4 cidr")
 )]
 pub struct PrefixFilterRule {

@@ -46,7 +46,7 @@ pub struct IPAMBlockSpec {
     #[x_kube(
         validation = Rule::new("isCIDR(self) && string(cidr(self).masked()) == self")
             .message("must be a CIDR in canonical form with no host bits set"),
-        validation = Rule::new("isCIDRv4(self) ? (cidr(self).prefixLength() >= 20 && cidr(self).prefixLength() <= 32) : (cidr(self).prefixLength() >= 116 && cidr(self).prefixLength() <= 128)")
+        validation = Rule::new("!isCIDR(self) || (cidr(self).ip().family() == 4 ? (cidr(self).prefixLength() >= 20 && cidr(self).prefixLength() <= 32) : (cidr(self).prefixLength() >= 116 && cidr(self).prefixLength() <= 128))")
             .message("a block is a /20-/32 (IPv4) or a /116-/128 (IPv6)"),
         validation = Rule::new("self == oldSelf").message("cidr is immutable")
     )]

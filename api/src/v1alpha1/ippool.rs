@@ -63,10 +63,10 @@ pub const BLOCK_SIZE_RANGE_V6: std::ops::RangeInclusive<u8> = 116..=128;
     )
 )]
 #[x_kube(
-    validation = Rule::new("isCIDRv4(self.cidr) ? (!has(self.blockSize) || (self.blockSize >= 20 && self.blockSize <= 32)) : (!has(self.blockSize) || (self.blockSize >= 116 && self.blockSize <= 128))")
+    validation = Rule::new("!isCIDR(self.cidr) || !has(self.blockSize) || (cidr(self.cidr).ip().family() == 4 ? (self.blockSize >= 20 && self.blockSize <= 32) : (self.blockSize >= 116 && self.blockSize <= 128))")
         .message("blockSize must be 20-32 for an IPv4 cidr and 116-128 for an IPv6 cidr")
         .field_path(".blockSize"),
-    validation = Rule::new("!has(self.blockSize) || cidr(self.cidr).prefixLength() <= self.blockSize")
+    validation = Rule::new("!isCIDR(self.cidr) || !has(self.blockSize) || cidr(self.cidr).prefixLength() <= self.blockSize")
         .message("blockSize must not be shorter than the cidr's prefix length")
         .field_path(".blockSize"),
     validation = Rule::new("has(self.blockSize) == has(oldSelf.blockSize) && (!has(self.blockSize) || self.blockSize == oldSelf.blockSize)")
