@@ -181,7 +181,7 @@ pub fn allocate(
             )
             .free
     };
-    order.sort_by_key(|(i, c)| (free(*i, *c), *c));
+    order.sort_by_cached_key(|(i, c)| (free(*i, *c), *c));
     let tried = order.len();
     for (i, cidr) in order {
         let b = &mut blocks[i];

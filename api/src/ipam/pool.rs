@@ -151,6 +151,92 @@ pub fn eligible<'p>(
     out
 }
 
+/// The `Allocatable` condition a pool's status should carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allocatable {
+    /// Whether the pool can give out new blocks.
+    pub allocatable: bool,
+    /// `Ready`, `Terminating`, `CIDROverlap`, `Disabled` or `Exhausted`.
+    pub reason: &'static str,
+    /// For people: what is wrong and what to do.
+    pub message: String,
+}
+
+/// Decides the pool's `Allocatable` condition from its state, the overlap map and its usage.
+pub fn allocatable(
+    pool: &Pool,
+    overlaps: &BTreeMap<String, String>,
+    usage: &super::node::PoolUsage,
+) -> Allocatable {
+    use crate::v1alpha1::ippool::{
+        REASON_CIDR_OVERLAP, REASON_DISABLED, REASON_EXHAUSTED, REASON_READY, REASON_TERMINATING,
+    };
+    let (allocatable, reason, message) = match unavailable_reason(pool, overlaps) {
+        Some(Unavailable::Terminating) => (
+            false,
+            REASON_TERMINATING,
+            format!(
+                "being deleted: waiting for {} blocks to drain",
+                usage.blocks_assigned
+            ),
+        ),
+        Some(Unavailable::CidrOverlap(other)) => (
+            false,
+            REASON_CIDR_OVERLAP,
+            format!(
+                "{} overlaps the older pool {other}; change or delete one of them",
+                pool.cidr
+            ),
+        ),
+        Some(Unavailable::Disabled) => (
+            false,
+            REASON_DISABLED,
+            "spec.disabled is set: existing blocks keep working, no new blocks".to_string(),
+        ),
+        None if usage.blocks_free == 0 => (
+            false,
+            REASON_EXHAUSTED,
+            format!(
+                "all {} /{} blocks are assigned; empty blocks are reclaimed when held long enough",
+                usage.blocks_assigned, pool.block_prefix
+            ),
+        ),
+        None => (
+            true,
+            REASON_READY,
+            format!("{} blocks free", usage.blocks_free),
+        ),
+    };
+    Allocatable {
+        allocatable,
+        reason,
+        message,
+    }
+}
+
+/// Merges `wanted` into `conditions` (by type), keeping `lastTransitionTime` when the status
+/// did not change, as the API conventions ask. Returns whether anything changed.
+pub fn set_condition(
+    conditions: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    wanted: k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition,
+) -> bool {
+    match conditions.iter_mut().find(|c| c.type_ == wanted.type_) {
+        Some(c) => {
+            let mut next = wanted;
+            if c.status == next.status {
+                next.last_transition_time = c.last_transition_time.clone();
+            }
+            let changed = *c != next;
+            *c = next;
+            changed
+        }
+        None => {
+            conditions.push(wanted);
+            true
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +295,73 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "{case}");
         }
+    }
+
+    #[test]
+    fn allocatable_table() {
+        use crate::ipam::node::PoolUsage;
+        let free = PoolUsage {
+            blocks_assigned: 1,
+            blocks_free: 3,
+            ..PoolUsage::default()
+        };
+        let full = PoolUsage {
+            blocks_assigned: 4,
+            blocks_free: 0,
+            ..PoolUsage::default()
+        };
+        let base = pool("p", "10.0.0.0/24", 1);
+        let mut off = base.clone();
+        off.disabled = true;
+        let mut gone = off.clone();
+        gone.terminating = true;
+        let ov: BTreeMap<String, String> = [("dup".to_string(), "p".to_string())].into();
+        let dup = pool("dup", "10.0.0.0/25", 2);
+        // (case, pool, usage, allocatable, reason)
+        for (case, p, u, ok, reason) in [
+            ("ready", &base, &free, true, "Ready"),
+            ("exhausted", &base, &full, false, "Exhausted"),
+            ("disabled", &off, &free, false, "Disabled"),
+            (
+                "terminating beats disabled",
+                &gone,
+                &free,
+                false,
+                "Terminating",
+            ),
+            ("overlap", &dup, &free, false, "CIDROverlap"),
+        ] {
+            let a = allocatable(p, &ov, u);
+            assert_eq!((a.allocatable, a.reason), (ok, reason), "{case}");
+            assert!(!a.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn set_condition_keeps_transition_time() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let cond = |status: &str, at: i64, msg: &str| Condition {
+            type_: "Allocatable".into(),
+            status: status.into(),
+            reason: "Ready".into(),
+            message: msg.into(),
+            last_transition_time: Time(Timestamp::from_second(at).unwrap()),
+            observed_generation: None,
+        };
+        let mut cs = Vec::new();
+        assert!(set_condition(&mut cs, cond("True", 1, "a")));
+        assert!(
+            !set_condition(&mut cs, cond("True", 2, "a")),
+            "same status: no change"
+        );
+        assert!(
+            set_condition(&mut cs, cond("True", 3, "b")),
+            "message changed"
+        );
+        assert_eq!(cs[0].last_transition_time.0.as_second(), 1);
+        assert!(set_condition(&mut cs, cond("False", 4, "c")));
+        assert_eq!(cs[0].last_transition_time.0.as_second(), 4);
+        assert_eq!(cs.len(), 1);
     }
 
     #[test]

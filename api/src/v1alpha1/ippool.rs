@@ -152,69 +152,63 @@ pub const REASON_READY: &str = "Ready";
 impl IPPoolSpec {
     /// Parses and validates the spec; `Ok` carries the pool's CIDR and effective block size.
     pub fn parsed(&self) -> Result<(IpNet, u8), Vec<FieldError>> {
-        let mut errors = Errors::default();
-        let cidr = match self.cidr.parse::<IpNet>() {
-            Ok(net) if net.trunc() != net => {
-                errors.push(
-                    "spec.cidr",
-                    format!(
-                        "{} has host bits set; did you mean {}?",
-                        self.cidr,
-                        net.trunc()
-                    ),
-                );
-                None
+        let cidr = self.parse_cidr();
+        let block = cidr.as_ref().ok().map(|c| self.check_block_size(*c));
+        let selector = Selector::parse_optional(self.node_selector.as_ref(), "spec.nodeSelector");
+        match (cidr, block, selector) {
+            (Ok(c), Some(Ok(b)), Ok(_)) => Ok((c, b)),
+            (cidr, block, selector) => {
+                let mut errors: Vec<FieldError> = cidr.err().into_iter().collect();
+                errors.extend(block.and_then(Result::err));
+                errors.extend(selector.err().into_iter().flatten());
+                Err(errors)
             }
-            Ok(net) => Some(net),
-            Err(_) => {
-                errors.push(
-                    "spec.cidr",
-                    format!(
-                        "{:?} is not a CIDR such as 10.244.0.0/16 or fd00:10::/48",
-                        self.cidr
-                    ),
-                );
-                None
-            }
+        }
+    }
+
+    fn parse_cidr(&self) -> Result<IpNet, FieldError> {
+        match self.cidr.parse::<IpNet>() {
+            Ok(net) if net.trunc() == net => Ok(net),
+            Ok(net) => Err(FieldError::new(
+                "spec.cidr",
+                format!(
+                    "{} has host bits set; did you mean {}?",
+                    self.cidr,
+                    net.trunc()
+                ),
+            )),
+            Err(_) => Err(FieldError::new(
+                "spec.cidr",
+                format!(
+                    "{:?} is not a CIDR such as 10.244.0.0/16 or fd00:10::/48",
+                    self.cidr
+                ),
+            )),
+        }
+    }
+
+    fn check_block_size(&self, cidr: IpNet) -> Result<u8, FieldError> {
+        let (range, default, family) = match cidr {
+            IpNet::V4(_) => (BLOCK_SIZE_RANGE_V4, DEFAULT_BLOCK_SIZE_V4, "IPv4"),
+            IpNet::V6(_) => (BLOCK_SIZE_RANGE_V6, DEFAULT_BLOCK_SIZE_V6, "IPv6"),
         };
-        let mut block = None;
-        if let Some(cidr) = cidr {
-            let (range, default) = match cidr {
-                IpNet::V4(_) => (BLOCK_SIZE_RANGE_V4, DEFAULT_BLOCK_SIZE_V4),
-                IpNet::V6(_) => (BLOCK_SIZE_RANGE_V6, DEFAULT_BLOCK_SIZE_V6),
-            };
-            let size = self.block_size.unwrap_or(default);
-            if !range.contains(&size) {
-                errors.push(
-                    "spec.blockSize",
-                    format!(
-                        "{size} is outside {}-{} for an {} pool",
-                        range.start(),
-                        range.end(),
-                        if cidr.addr().is_ipv4() {
-                            "IPv4"
-                        } else {
-                            "IPv6"
-                        }
-                    ),
-                );
-            } else if size < cidr.prefix_len() {
-                errors.push(
-                    "spec.blockSize",
-                    format!("/{size} blocks do not fit in a /{} pool", cidr.prefix_len()),
-                );
-            } else {
-                block = Some(size);
-            }
-        }
-        if let Err(e) = Selector::parse_optional(self.node_selector.as_ref(), "spec.nodeSelector") {
-            errors.extend(e);
-        }
-        errors.finish()?;
-        match (cidr, block) {
-            (Some(c), Some(b)) => Ok((c, b)),
-            // Unreachable in practice: every `None` above pushed an error.
-            _ => Err(vec![FieldError::new("spec", "invalid pool")]),
+        let size = self.block_size.unwrap_or(default);
+        if !range.contains(&size) {
+            Err(FieldError::new(
+                "spec.blockSize",
+                format!(
+                    "{size} is outside {}-{} for an {family} pool",
+                    range.start(),
+                    range.end()
+                ),
+            ))
+        } else if size < cidr.prefix_len() {
+            Err(FieldError::new(
+                "spec.blockSize",
+                format!("/{size} blocks do not fit in a /{} pool", cidr.prefix_len()),
+            ))
+        } else {
+            Ok(size)
         }
     }
 
