@@ -17,11 +17,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use tabby_bgp::capture::messages::{Negotiated, Origin, decode_streams};
+use tabby_bgp::capture::{LinkType, read_capture, reassemble};
 use tabby_bgp::wire::{
     AsSegmentType, Asn, AttributeValue, Capability, DecodeContext, Family, Framer, Message,
     MpNextHop, MpNlri, Open, Update, decode_message,
 };
-use tabby_netlab::{Frr, Gobgp, Netns, in_netns, skip_unless_root_and, spawn_in_netns};
+use tabby_netlab::{
+    Frr, Gobgp, Netns, Process, find_program, in_netns, skip_unless_root_and, spawn_in_netns,
+    wait_until,
+};
 
 const OUR_AS: u32 = 4_200_000_002;
 const DAEMON_ADDR: &str = "10.77.0.1";
@@ -58,6 +63,48 @@ struct Session {
     not_byte_identical: Vec<String>,
     routes: BTreeMap<String, Route>,
     closed: Option<String>,
+    /// What `tcpdump -i any` in the receiver's namespace saw, decoded by `capture` (when
+    /// tcpdump is installed).
+    capture: Option<CaptureCheck>,
+}
+
+/// The session as read back from a real capture file.
+#[derive(Debug, Default)]
+struct CaptureCheck {
+    link: Option<LinkType>,
+    /// (flow, message type) -> count
+    counts: BTreeMap<(String, String), usize>,
+    failures: Vec<String>,
+    issues: Vec<String>,
+    /// Non-OPEN messages whose context was not negotiated from both OPENs.
+    not_negotiated: usize,
+}
+
+fn read_back(pcap: &std::path::Path) -> CaptureCheck {
+    let bytes = std::fs::read(pcap).unwrap();
+    let file = read_capture(&bytes).unwrap();
+    let streams = reassemble(&file.frames, |s| s.src.port() == 179 || s.dst.port() == 179);
+    let d = decode_streams(&streams, &DecodeContext::default());
+    let mut c = CaptureCheck {
+        link: file.frames.first().map(|f| f.link),
+        ..CaptureCheck::default()
+    };
+    for r in &d.records {
+        let flow = match &r.origin {
+            Origin::Capture { flow, .. } => flow.src.ip().to_string(),
+            Origin::Hex { .. } => String::new(),
+        };
+        *c.counts.entry((flow, r.type_name())).or_default() += 1;
+        if r.negotiated != Negotiated::Both && r.negotiated != Negotiated::NotNeeded {
+            c.not_negotiated += 1;
+        }
+    }
+    c.failures = d
+        .failures()
+        .map(|(r, why)| format!("{}: {why}", r.origin.describe()))
+        .collect();
+    c.issues = d.issues.iter().map(|i| i.what.clone()).collect();
+    c
 }
 
 fn as_path_text(u: &Update) -> String {
@@ -292,6 +339,29 @@ fn run_against<D>(
         let (stop, state) = (stop.clone(), state.clone());
         spawn_in_netns(&our_ns, move || serve(listener, stop, state)).unwrap()
     };
+    // Record the session as an operator would: tcpdump on every interface (SLL2).
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("live.pcap");
+    let mut tcpdump = find_program("tcpdump").map(|_| {
+        let mut c = our_ns.command("tcpdump");
+        // --immediate-mode: hand each packet over at once rather than in ring-buffer blocks,
+        // which a SIGTERM soon after the last packet would otherwise lose.
+        c.args(["-i", "any", "--immediate-mode", "-U", "-n", "-w"])
+            .arg(&pcap)
+            .args(["tcp", "port", "179"]);
+        let p = Process::spawn("tcpdump", c, &dir.path().join("tcpdump.log")).unwrap();
+        wait_until(
+            "tcpdump to listen",
+            Duration::from_secs(10),
+            || Ok(p.log_tail(5).contains("listening on")),
+            String::new,
+        )
+        .unwrap();
+        p
+    });
+    if tcpdump.is_none() {
+        eprintln!("note: tcpdump not installed; the capture read-back check is skipped");
+    }
     let daemon = start_daemon(&daemon_ns);
 
     let deadline = Instant::now() + SESSION_DEADLINE;
@@ -312,6 +382,11 @@ fn run_against<D>(
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap().unwrap();
     let mut s = std::mem::take(&mut *state.lock().unwrap());
+    if let Some(t) = tcpdump.as_mut() {
+        // SIGTERM makes tcpdump flush and close the file.
+        t.stop(Duration::from_secs(3));
+        s.capture = Some(read_back(&pcap));
+    }
     if &s.routes != expected {
         s.closed = Some(format!(
             "{}\n--- daemon log ---\n{}",
@@ -325,6 +400,40 @@ fn run_against<D>(
 
 fn check(name: &str, s: &Session, expected: &BTreeMap<String, Route>, peer_as: u32) {
     println!("{name}: messages {:?}", s.counts);
+    if let Some(c) = &s.capture {
+        println!(
+            "{name}: tcpdump read back: {:?}; warnings {:?}",
+            c.counts, c.issues
+        );
+        assert_eq!(
+            c.link,
+            Some(LinkType::LinuxSll2),
+            "{name}: tcpdump -i any writes SLL2"
+        );
+        assert!(
+            c.failures.is_empty(),
+            "{name}: capture decode failures {:#?}",
+            c.failures
+        );
+        assert_eq!(c.not_negotiated, 0, "{name}: both OPENs are in the capture");
+        let from_daemon = |t: &str| {
+            c.counts
+                .get(&(DAEMON_ADDR.to_string(), t.to_string()))
+                .copied()
+                .unwrap_or(0)
+        };
+        assert_eq!(
+            from_daemon("UPDATE"),
+            s.counts.get("UPDATE").copied().unwrap_or(0),
+            "{name}: the capture holds exactly the UPDATEs the speaker decoded"
+        );
+        assert_eq!(from_daemon("OPEN"), 1);
+        assert_eq!(
+            c.counts.get(&(OUR_ADDR.to_string(), "OPEN".to_string())),
+            Some(&1),
+            "{name}: our OPEN is in the capture"
+        );
+    }
     assert!(
         s.failures.is_empty(),
         "{name}: messages that failed to decode: {:#?}",
