@@ -6,6 +6,7 @@
 //! - [`fsm`]: the RFC 4271 §8 state machine, pure: events in, actions out.
 //! - [`rib`]: Adj-RIB-In, Loc-RIB, best path, update groups (Adj-RIB-Out); pure.
 //! - [`policy`]: import/export policy language, validation and evaluation; pure.
+//! - [`session`]: one tokio task per session: sockets, timers and the FSM's actions as I/O.
 //! - [`capture`]: reading BGP byte streams out of packet captures, for `bgp-decode` and tests.
 
 pub mod capture;
@@ -13,4 +14,5 @@ pub mod fsm;
 pub mod negotiate;
 pub mod policy;
 pub mod rib;
+pub mod session;
 pub mod wire;

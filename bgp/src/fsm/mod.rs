@@ -19,6 +19,12 @@
 //! - [`FsmConfig::passive`] means "never initiate": the ConnectRetry timer is not run at all.
 //!   The RFC's passive start events (4, 5) without it only delay the first connection attempt.
 //! - FSM error NOTIFICATIONs carry the RFC 6608 subcodes.
+//! - A failed connection attempt in Connect (event 18 without DelayOpen) goes to Active with
+//!   the ConnectRetry timer restarted, as the RFC does when DelayOpen runs, instead of to Idle:
+//!   a refused connection is normal while the peer starts, and in Active we keep accepting the
+//!   peer's own connection. Retries then follow ConnectRetryTime, not the idle hold backoff.
+//! - A NOTIFICATION in OpenSent ends the session without answering it with an FSM error.
+//! - A header error gets its own NOTIFICATION (§6.1) in every state.
 
 pub mod collision;
 
@@ -416,6 +422,11 @@ impl Fsm {
         &self.cfg
     }
 
+    /// What we offer and require in the OPEN exchange.
+    pub fn local_config(&self) -> &LocalConfig {
+        &self.local
+    }
+
     /// What the OPEN exchange negotiated; `Some` in OpenConfirm and Established.
     pub fn negotiated(&self) -> Option<&Negotiated> {
         self.negotiated.as_ref()
@@ -514,23 +525,12 @@ impl Fsm {
                     None => self.send_open(&mut out),
                 }
             }
-            (State::Connect, Event::TcpConnectionFails) if self.timer_running(Timer::DelayOpen) => {
+            (State::Connect, Event::TcpConnectionFails) => {
+                // With DelayOpen running this is the RFC's path. Without it the RFC goes to
+                // Idle; we go to Active too (see the module doc).
                 self.start(&mut out, Timer::ConnectRetry, self.cfg.connect_retry_time);
                 self.stop(&mut out, Timer::DelayOpen);
                 self.state = State::Active;
-            }
-            (State::Connect, Event::TcpConnectionFails) => {
-                // §8.2.2 Connect, event 18 without DelayOpen: to Idle without counting.
-                self.fail(
-                    &mut out,
-                    Failure {
-                        notification: None,
-                        reason: DownReason::ConnectionFailed,
-                        count: false,
-                    },
-                );
-                // A refused connection is not an oscillation: no doubling.
-                self.schedule_restart(&mut out, false);
             }
             (State::Connect | State::Active, Event::BgpOpen(open))
                 if self.timer_running(Timer::DelayOpen) =>

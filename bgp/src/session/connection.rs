@@ -1,0 +1,99 @@
+//! The byte streams a session runs over: real TCP or an in-memory pipe.
+//!
+//! Owns the [`Connection`] type and the [`Connector`] trait (how a session opens its outgoing
+//! connection). It knows nothing of BGP. The in-memory implementation lets two sessions talk
+//! without sockets, so multi-speaker tests run anywhere and fast (with tokio's paused clock).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+pub use crate::fsm::collision::Direction;
+
+/// A bidirectional byte stream.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+/// One transport connection to a peer.
+pub struct Connection {
+    pub stream: Box<dyn Stream>,
+    pub direction: Direction,
+    /// Addresses, when the transport has them (TCP).
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("direction", &self.direction)
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A boxed future of a connection attempt.
+pub type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<Connection>> + Send>>;
+
+/// How a session initiates its outgoing connection.
+pub trait Connector: Send + Sync {
+    fn connect(&self) -> ConnectFuture;
+}
+
+/// Where a session receives connections the peer opened (from a listener or a
+/// [`MemoryConnector`]).
+pub type IncomingSender = mpsc::Sender<Connection>;
+pub type IncomingReceiver = mpsc::Receiver<Connection>;
+
+/// A channel for incoming connections; the session owns the receiver.
+pub fn incoming_channel() -> (IncomingSender, IncomingReceiver) {
+    mpsc::channel(4)
+}
+
+/// Connects to another in-process session: each attempt makes a pipe and hands the far end to
+/// the peer's incoming channel, as if the peer's listener had accepted it.
+#[derive(Debug, Clone)]
+pub struct MemoryConnector {
+    peer_incoming: IncomingSender,
+    /// Pipe buffer per direction, in bytes.
+    pub buffer: usize,
+}
+
+impl MemoryConnector {
+    pub fn new(peer_incoming: IncomingSender) -> MemoryConnector {
+        MemoryConnector {
+            peer_incoming,
+            buffer: 64 * 1024,
+        }
+    }
+}
+
+impl Connector for MemoryConnector {
+    fn connect(&self) -> ConnectFuture {
+        let tx = self.peer_incoming.clone();
+        let buffer = self.buffer;
+        Box::pin(async move {
+            let (ours, theirs) = tokio::io::duplex(buffer);
+            let far = Connection {
+                stream: Box::new(theirs),
+                direction: Direction::Incoming,
+                local: None,
+                remote: None,
+            };
+            tx.send(far).await.map_err(|_| {
+                io::Error::new(io::ErrorKind::ConnectionRefused, "in-memory peer is gone")
+            })?;
+            Ok(Connection {
+                stream: Box::new(ours),
+                direction: Direction::Outgoing,
+                local: None,
+                remote: None,
+            })
+        })
+    }
+}

@@ -1,0 +1,700 @@
+//! One BGP session as a tokio task: the FSM's actions turned into I/O.
+//!
+//! Owns the [`Fsm`], the timers, the framer and codec contexts, and up to two connections to
+//! the peer (the second only until a §6.8 collision is resolved). It reports to its owner on a
+//! channel ([`SessionEvent`]) and takes [`Command`]s. It does not own routes: UPDATEs go to the
+//! owner decoded, and the owner hands it UPDATEs to send. Sockets are made in [`socket`]; the
+//! in-memory transport lives in [`connection`].
+
+pub mod connection;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::fsm::collision::{self, Direction, Resolution};
+use crate::fsm::{Action, Cease, DownReason, Event, Fsm, FsmConfig, State, Timer};
+use crate::negotiate::{LocalConfig, Negotiated};
+use crate::wire::{
+    DecodeContext, Framer, MAX_MESSAGE_LEN, Message, MessageError, Notification, Open,
+    RouteRefresh, Update, decode_message,
+};
+
+pub use connection::{
+    Connection, Connector, IncomingReceiver, IncomingSender, MemoryConnector, incoming_channel,
+};
+
+/// How long a write may block before the connection counts as failed. Bounded so a peer that
+/// stops reading cannot wedge the task; the hold timer covers the rest.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Read buffer per connection.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A session's configuration.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The peer's address: names the session in events and logs.
+    pub peer: IpAddr,
+    pub local: LocalConfig,
+    pub fsm: FsmConfig,
+}
+
+/// What the session tells its owner.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionEventKind {
+    /// The FSM changed state.
+    StateChanged {
+        from: State,
+        to: State,
+    },
+    Established(Box<Negotiated>),
+    /// A decoded UPDATE (RFC 7606 outcomes inside: see [`Update::action`]).
+    Update(Box<Update>),
+    RouteRefresh(RouteRefresh),
+    /// The session went to Idle; `reason` says why in words (the NOTIFICATION decoded).
+    Down {
+        reason: DownReason,
+        was_established: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionEvent {
+    pub peer: IpAddr,
+    pub kind: SessionEventKind,
+}
+
+/// What the owner can ask of a session.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// ManualStart (RFC 4271 event 1).
+    Start,
+    /// ManualStop with this Cease; the session stays Idle until `Start`.
+    Stop(Cease),
+    /// AutomaticStop (event 8), e.g. max-prefix (Cease/1); restarts only on `Start`.
+    AutomaticStop(Cease),
+    /// Send these UPDATEs (only when Established; otherwise dropped with a log line).
+    Send(Vec<Update>),
+    /// Send a ROUTE-REFRESH (RFC 2918 / RFC 7313).
+    RouteRefresh(RouteRefresh),
+    /// Stop with this Cease and end the task.
+    Shutdown(Cease),
+}
+
+/// The owner's handle on a running session.
+#[derive(Debug)]
+pub struct SessionHandle {
+    pub commands: mpsc::Sender<Command>,
+    pub task: JoinHandle<()>,
+}
+
+/// Starts a session task. It begins with ManualStart. `connector` is how it connects out
+/// (`None` for a passive-only peer); `incoming` delivers connections the peer opened.
+pub fn spawn(
+    cfg: SessionConfig,
+    connector: Option<Arc<dyn Connector>>,
+    incoming: IncomingReceiver,
+    events: mpsc::Sender<SessionEvent>,
+) -> SessionHandle {
+    let (tx, rx) = mpsc::channel(64);
+    let session = Session::new(cfg, connector, incoming, events, rx);
+    let task = tokio::spawn(session.run());
+    SessionHandle { commands: tx, task }
+}
+
+/// One open connection with its framer.
+struct Conn {
+    rd: ReadHalf<Box<dyn connection::Stream>>,
+    wr: WriteHalf<Box<dyn connection::Stream>>,
+    framer: Framer,
+    direction: Direction,
+    buf: Box<[u8]>,
+    /// The peer's OPEN on a collision candidate, once it arrived.
+    open: Option<Open>,
+    /// We sent our OPEN on this connection (a candidate gets one at once, like the RFC's
+    /// per-connection FSM; it must not get a second one when promoted).
+    open_sent: bool,
+}
+
+impl Conn {
+    fn new(c: Connection) -> Conn {
+        let (rd, wr) = tokio::io::split(c.stream);
+        Conn {
+            rd,
+            wr,
+            framer: Framer::new(MAX_MESSAGE_LEN),
+            direction: c.direction,
+            buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            open: None,
+            open_sent: false,
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.wr.write_all(bytes)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "write blocked for 30 s",
+            )),
+        }
+    }
+}
+
+/// Reads once into the framer; pends forever without a connection. Returns bytes read.
+async fn read_some(conn: &mut Option<Conn>) -> std::io::Result<usize> {
+    match conn {
+        Some(c) => {
+            let n = c.rd.read(&mut c.buf[..]).await?;
+            c.framer.extend(&c.buf[..n]);
+            Ok(n)
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn join_connect(h: &mut Option<JoinHandle<std::io::Result<Connection>>>) -> Wake {
+    match h {
+        Some(j) => {
+            let r = j.await;
+            Wake::Connected(match r {
+                Ok(r) => r,
+                Err(e) => Err(std::io::Error::other(e)),
+            })
+        }
+        None => std::future::pending().await,
+    }
+}
+
+enum Wake {
+    Command(Option<Command>),
+    Incoming(Option<Connection>),
+    Connected(std::io::Result<Connection>),
+    MainRead(std::io::Result<usize>),
+    CandidateRead(std::io::Result<usize>),
+    Timer(Timer),
+}
+
+struct Session {
+    peer: IpAddr,
+    fsm: Fsm,
+    connector: Option<Arc<dyn Connector>>,
+    incoming: IncomingReceiver,
+    incoming_open: bool,
+    events: mpsc::Sender<SessionEvent>,
+    commands: mpsc::Receiver<Command>,
+    main: Option<Conn>,
+    candidate: Option<Conn>,
+    connecting: Option<JoinHandle<std::io::Result<Connection>>>,
+    timers: [Option<Instant>; 6],
+    rx: DecodeContext,
+    tx: DecodeContext,
+    /// Messages decoded from the last frame, waiting for the FSM's Process* action.
+    pending_update: Option<Box<Update>>,
+    pending_refresh: Option<RouteRefresh>,
+    established: bool,
+    /// Events the I/O produced while actions ran (write failures).
+    queue: std::collections::VecDeque<Event>,
+}
+
+impl Session {
+    fn new(
+        cfg: SessionConfig,
+        connector: Option<Arc<dyn Connector>>,
+        incoming: IncomingReceiver,
+        events: mpsc::Sender<SessionEvent>,
+        commands: mpsc::Receiver<Command>,
+    ) -> Session {
+        let rx = initial_context(&cfg.local);
+        Session {
+            peer: cfg.peer,
+            fsm: Fsm::new(cfg.fsm, cfg.local),
+            connector,
+            incoming,
+            incoming_open: true,
+            events,
+            commands,
+            main: None,
+            candidate: None,
+            connecting: None,
+            timers: [None; 6],
+            tx: DecodeContext::default(),
+            rx,
+            pending_update: None,
+            pending_refresh: None,
+            established: false,
+            queue: Default::default(),
+        }
+    }
+
+    async fn run(mut self) {
+        self.feed(Event::ManualStart).await;
+        loop {
+            let next_timer = self
+                .timers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| t.map(|t| (t, Timer::ALL[i])))
+                .min();
+            let sleep = async {
+                match next_timer {
+                    Some((at, t)) => {
+                        tokio::time::sleep_until(at).await;
+                        t
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let incoming_open = self.incoming_open;
+            let wake = tokio::select! {
+                c = self.commands.recv() => Wake::Command(c),
+                c = self.incoming.recv(), if incoming_open => Wake::Incoming(c),
+                w = join_connect(&mut self.connecting) => w,
+                r = read_some(&mut self.main) => Wake::MainRead(r),
+                r = read_some(&mut self.candidate) => Wake::CandidateRead(r),
+                t = sleep => Wake::Timer(t),
+            };
+            match wake {
+                Wake::Command(None) => {
+                    self.feed(Event::ManualStop(Cease::new(Cease::PEER_DECONFIGURED)))
+                        .await;
+                    return;
+                }
+                Wake::Command(Some(Command::Shutdown(c))) => {
+                    self.feed(Event::ManualStop(c)).await;
+                    return;
+                }
+                Wake::Command(Some(c)) => self.command(c).await,
+                Wake::Incoming(None) => self.incoming_open = false,
+                Wake::Incoming(Some(c)) => self.accept(c, Direction::Incoming).await,
+                Wake::Connected(r) => {
+                    self.connecting = None;
+                    match r {
+                        Ok(c) => self.accept(c, Direction::Outgoing).await,
+                        Err(e) => {
+                            debug!(peer = %self.peer, "connect failed: {e}");
+                            self.feed(Event::TcpConnectionFails).await;
+                        }
+                    }
+                }
+                Wake::MainRead(r) => self.main_read(r).await,
+                Wake::CandidateRead(r) => self.candidate_read(r).await,
+                Wake::Timer(t) => {
+                    self.timers[t as usize] = None;
+                    let ev = match t {
+                        Timer::ConnectRetry => Event::ConnectRetryTimerExpires,
+                        Timer::Hold => Event::HoldTimerExpires,
+                        Timer::Keepalive => Event::KeepaliveTimerExpires,
+                        Timer::DelayOpen => Event::DelayOpenTimerExpires,
+                        Timer::IdleHold => Event::IdleHoldTimerExpires,
+                        Timer::Stable => Event::StableTimerExpires,
+                    };
+                    self.feed(ev).await;
+                }
+            }
+        }
+    }
+
+    async fn emit(&mut self, kind: SessionEventKind) {
+        // The owner going away is not our problem to report; the session keeps its peer.
+        let _ = self
+            .events
+            .send(SessionEvent {
+                peer: self.peer,
+                kind,
+            })
+            .await;
+    }
+
+    async fn command(&mut self, c: Command) {
+        match c {
+            Command::Start => self.feed(Event::ManualStart).await,
+            Command::Stop(c) => self.feed(Event::ManualStop(c)).await,
+            Command::AutomaticStop(c) => self.feed(Event::AutomaticStop(c)).await,
+            Command::Send(updates) => {
+                if self.fsm.state() != State::Established {
+                    warn!(peer = %self.peer, n = updates.len(), "UPDATEs dropped: session not established");
+                    return;
+                }
+                let mut out = bytes::BytesMut::new();
+                for u in updates {
+                    if let Err(e) = Message::Update(u).encode(&self.tx, &mut out) {
+                        warn!(peer = %self.peer, "UPDATE not sent: {e}");
+                    }
+                }
+                if !out.is_empty() {
+                    self.write_main(&out).await;
+                    self.feed(Event::UpdateSent).await;
+                }
+            }
+            Command::RouteRefresh(rr) => {
+                if self.fsm.state() != State::Established {
+                    return;
+                }
+                match Message::RouteRefresh(rr).to_bytes(&self.tx) {
+                    Ok(b) => self.write_main(&b).await,
+                    Err(e) => warn!(peer = %self.peer, "ROUTE-REFRESH not sent: {e}"),
+                }
+                self.drain().await;
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    /// A new connection, either direction.
+    async fn accept(&mut self, c: Connection, dir: Direction) {
+        let state = self.fsm.state();
+        if self.main.is_none() {
+            match state {
+                State::Connect | State::Active => {
+                    // An outgoing attempt still in flight is left alone: if it completes it
+                    // becomes the collision candidate and §6.8 picks one.
+                    self.main = Some(Conn::new(c));
+                    let ev = match dir {
+                        Direction::Outgoing => Event::TcpCrAcked,
+                        Direction::Incoming => Event::TcpConnectionConfirmed,
+                    };
+                    self.feed(ev).await;
+                }
+                // RFC 4271 §8.2.2 Idle refuses connections. Dropping the stream closes it.
+                _ => debug!(peer = %self.peer, ?state, "connection refused in {state}"),
+            }
+            return;
+        }
+        if state == State::Established {
+            // CollisionDetectEstablishedState is off: the established session wins, unless
+            // the peer restarted with graceful restart (RFC 4724 §4.2): then the new
+            // connection replaces the old session.
+            let gr = self
+                .fsm
+                .negotiated()
+                .is_some_and(|n| n.graceful_restart.is_some());
+            if gr {
+                info!(peer = %self.peer, "peer reconnected while established: graceful restart");
+                self.candidate = Some(Conn::new(c));
+                self.feed(Event::TcpConnectionFails).await;
+                return;
+            }
+            let mut conn = Conn::new(c);
+            let n = Cease::new(Cease::COLLISION_RESOLUTION).notification();
+            if let Ok(b) = Message::Notification(n).to_bytes(&DecodeContext::default()) {
+                let _ = conn.write(&b).await;
+            }
+            let _ = conn.wr.shutdown().await;
+            return;
+        }
+        if self.candidate.is_some() {
+            debug!(peer = %self.peer, "third connection refused");
+            return;
+        }
+        // §6.8: keep it aside until its OPEN tells us the peer's identifier. Our OPEN goes
+        // out on it too, so the peer can decide the same collision from its side.
+        let mut conn = Conn::new(c);
+        if let Ok(b) =
+            Message::Open(self.fsm.local_open().clone()).to_bytes(&DecodeContext::default())
+        {
+            conn.open_sent = conn.write(&b).await.is_ok();
+        }
+        self.candidate = Some(conn);
+    }
+
+    /// Closes the candidate connection with Cease / Connection Collision Resolution.
+    async fn reject_candidate(&mut self) {
+        if let Some(mut c) = self.candidate.take() {
+            let n = Cease::new(Cease::COLLISION_RESOLUTION).notification();
+            if let Ok(b) = Message::Notification(n).to_bytes(&DecodeContext::default()) {
+                let _ = c.write(&b).await;
+            }
+            let _ = c.wr.shutdown().await;
+        }
+    }
+
+    async fn main_read(&mut self, r: std::io::Result<usize>) {
+        match r {
+            Ok(0) | Err(_) => {
+                if let Err(e) = &r {
+                    debug!(peer = %self.peer, "read: {e}");
+                }
+                self.feed(Event::TcpConnectionFails).await;
+                return;
+            }
+            Ok(_) => {}
+        }
+        // Frames until the buffer is empty or the connection went away.
+        loop {
+            let Some(conn) = self.main.as_mut() else {
+                return;
+            };
+            let frame = match conn.framer.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => return,
+                Err(e) => {
+                    self.feed(Event::BgpHeaderErr(e)).await;
+                    return;
+                }
+            };
+            let ev = self.classify(&frame);
+            self.feed(ev).await;
+        }
+    }
+
+    /// Decodes a frame from the main connection into its FSM event.
+    fn classify(&mut self, frame: &[u8]) -> Event {
+        match decode_message(frame, &self.rx) {
+            Ok(Message::Open(o)) => Event::BgpOpen(Box::new(o)),
+            Ok(Message::Update(u)) => {
+                self.pending_update = Some(Box::new(u));
+                Event::UpdateMsg
+            }
+            Ok(Message::Notification(n)) => Event::NotifMsg(n),
+            Ok(Message::Keepalive) => Event::KeepAliveMsg,
+            Ok(Message::RouteRefresh(r)) => {
+                self.pending_refresh = Some(r);
+                Event::RouteRefreshMsg
+            }
+            Err(e) => match e {
+                MessageError::Open { .. } => Event::BgpOpenMsgErr(e),
+                MessageError::Update { .. } => Event::UpdateMsgErr(e),
+                // Header and ROUTE-REFRESH errors: their own NOTIFICATION, session ends.
+                MessageError::Header { .. } | MessageError::RouteRefresh { .. } => {
+                    Event::BgpHeaderErr(e)
+                }
+            },
+        }
+    }
+
+    async fn candidate_read(&mut self, r: std::io::Result<usize>) {
+        if !matches!(r, Ok(n) if n > 0) {
+            self.candidate = None;
+            return;
+        }
+        let cx = initial_context(self.fsm.local_config());
+        let Some(c) = self.candidate.as_mut() else {
+            return;
+        };
+        let frame = match c.framer.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(_) => {
+                self.candidate = None;
+                return;
+            }
+        };
+        match decode_message(&frame, &cx) {
+            Ok(Message::Open(o)) => {
+                c.open = Some(o);
+                self.resolve_collision().await;
+            }
+            // Anything else before an OPEN: not a usable second connection.
+            _ => self.candidate = None,
+        }
+    }
+
+    /// §6.8 with both connections known.
+    async fn resolve_collision(&mut self) {
+        let (Some(main), Some(cand)) = (&self.main, &self.candidate) else {
+            return;
+        };
+        let Some(open) = &cand.open else { return };
+        let local = self.fsm.local_config();
+        let res = collision::resolve(
+            self.fsm.state(),
+            main.direction,
+            local.bgp_id,
+            local.asn,
+            open.bgp_id,
+            open.asn(),
+        );
+        debug!(peer = %self.peer, ?res, "connection collision");
+        match res {
+            Resolution::KeepExisting => self.reject_candidate().await,
+            Resolution::KeepNew => {
+                self.feed(Event::OpenCollisionDump).await;
+                self.promote_candidate().await;
+            }
+        }
+    }
+
+    /// Continue the session on the candidate connection (collision won, or the peer
+    /// reconnected): a fresh start on it, with its OPEN if it already arrived.
+    async fn promote_candidate(&mut self) {
+        let Some(cand) = self.candidate.take() else {
+            return;
+        };
+        if self.fsm.state() != State::Idle {
+            return;
+        }
+        let open = cand.open.clone();
+        let dir = cand.direction;
+        self.main = Some(cand);
+        self.feed(Event::ManualStartPassive).await;
+        let ev = match dir {
+            Direction::Outgoing => Event::TcpCrAcked,
+            Direction::Incoming => Event::TcpConnectionConfirmed,
+        };
+        self.feed(ev).await;
+        if let Some(o) = open {
+            self.feed(Event::BgpOpen(Box::new(o))).await;
+        }
+        // Bytes that followed the OPEN on the candidate.
+        if self.main.as_ref().is_some_and(|c| c.framer.buffered() > 0) {
+            self.main_read(Ok(1)).await;
+        }
+    }
+
+    async fn write_main(&mut self, bytes: &[u8]) {
+        let Some(c) = self.main.as_mut() else {
+            return;
+        };
+        if let Err(e) = c.write(bytes).await {
+            debug!(peer = %self.peer, "write: {e}");
+            self.queue.push_back(Event::TcpConnectionFails);
+        }
+    }
+
+    async fn send(&mut self, m: Message) {
+        match m.to_bytes(&self.tx) {
+            Ok(b) => self.write_main(&b).await,
+            Err(e) => warn!(peer = %self.peer, "cannot encode {:?}: {e}", m.message_type()),
+        }
+    }
+
+    /// Runs `ev` and everything it causes through the FSM.
+    async fn feed(&mut self, ev: Event) {
+        self.queue.push_back(ev);
+        self.drain().await;
+    }
+
+    async fn drain(&mut self) {
+        while let Some(ev) = self.queue.pop_front() {
+            let before = self.fsm.state();
+            let actions = self.fsm.handle(ev);
+            let after = self.fsm.state();
+            self.sync_contexts();
+            if before != after {
+                debug!(peer = %self.peer, "{before} -> {after}");
+                self.emit(SessionEventKind::StateChanged {
+                    from: before,
+                    to: after,
+                })
+                .await;
+            }
+            for a in actions {
+                self.apply(a).await;
+            }
+            // After a reconnect under graceful restart the old session is gone: continue on
+            // the new connection.
+            if after == State::Idle && self.candidate.is_some() && self.main.is_none() {
+                Box::pin(self.promote_candidate()).await;
+            }
+        }
+    }
+
+    /// Decode/encode contexts follow the negotiation.
+    fn sync_contexts(&mut self) {
+        match self.fsm.negotiated() {
+            Some(n) if self.rx != n.rx || self.tx != n.tx => {
+                self.rx = n.rx.clone();
+                self.tx = n.tx.clone();
+                let max = self.rx.max_message_len();
+                if let Some(c) = self.main.as_mut() {
+                    c.framer.set_max_len(max);
+                }
+            }
+            Some(_) => {}
+            None if self.fsm.state() != State::OpenConfirm => {
+                self.rx = initial_context(self.fsm.local_config());
+                self.tx = DecodeContext::default();
+            }
+            None => {}
+        }
+    }
+
+    async fn apply(&mut self, a: Action) {
+        match a {
+            Action::Connect => {
+                if let Some(c) = &self.connector {
+                    if let Some(h) = self.connecting.take() {
+                        h.abort();
+                    }
+                    self.connecting = Some(tokio::spawn(c.connect()));
+                }
+            }
+            Action::DropConnection => {
+                if let Some(h) = self.connecting.take() {
+                    h.abort();
+                }
+                if let Some(mut c) = self.main.take() {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), c.wr.shutdown()).await;
+                }
+            }
+            Action::SendOpen => {
+                if self.main.as_ref().is_some_and(|c| c.open_sent) {
+                    return;
+                }
+                let open = self.fsm.local_open().clone();
+                self.send(Message::Open(open)).await;
+                if let Some(c) = self.main.as_mut() {
+                    c.open_sent = true;
+                }
+            }
+            Action::SendKeepalive => self.send(Message::Keepalive).await,
+            Action::SendNotification(n) => {
+                log_notification_sent(self.peer, &n);
+                self.send(Message::Notification(n)).await;
+            }
+            Action::StartTimer(t, d) => self.timers[t as usize] = Some(Instant::now() + d),
+            Action::StopTimer(t) => self.timers[t as usize] = None,
+            Action::ProcessUpdate => {
+                if let Some(u) = self.pending_update.take() {
+                    self.emit(SessionEventKind::Update(u)).await;
+                }
+            }
+            Action::ProcessRouteRefresh => {
+                if let Some(r) = self.pending_refresh.take() {
+                    self.emit(SessionEventKind::RouteRefresh(r)).await;
+                }
+            }
+            Action::SessionEstablished(n) => {
+                info!(peer = %self.peer, asn = %n.peer_asn, id = %n.peer_id, hold = n.hold_time, "session established");
+                self.established = true;
+                // CollisionDetectEstablishedState is off: an established session beats any
+                // connection still waiting for collision resolution.
+                self.reject_candidate().await;
+                self.emit(SessionEventKind::Established(n)).await;
+            }
+            Action::SessionDown(reason) => {
+                let was_established = std::mem::take(&mut self.established);
+                if was_established {
+                    warn!(peer = %self.peer, "session down: {reason}");
+                } else {
+                    info!(peer = %self.peer, "session attempt failed: {reason}");
+                }
+                self.emit(SessionEventKind::Down {
+                    reason,
+                    was_established,
+                })
+                .await;
+            }
+        }
+    }
+}
+
+fn log_notification_sent(peer: IpAddr, n: &Notification) {
+    let (code, sub) = n.names();
+    info!(%peer, "sending NOTIFICATION {code} / {sub}");
+}
+
+/// The context for decoding before the OPEN exchange: only the expected peer AS.
+fn initial_context(local: &LocalConfig) -> DecodeContext {
+    DecodeContext {
+        peer_as: local.peer_asn,
+        ..DecodeContext::default()
+    }
+}
