@@ -213,7 +213,7 @@ fn table() -> Vec<(State, Vec<(State, &'static str)>)> {
                 (Idle, ca_other),
                 (OpenSent, "-CR O +H"),
                 (OpenSent, "-CR O +H"),
-                (Active, "+CR"), // 18: to Active, not Idle (module doc)
+                (Active, "+CR"),  // 18: to Active, not Idle (module doc)
                 (Idle, ca_other), // 19 without DelayOpen
                 (Idle, "N1/2 -CR D X +IH"),
                 (Idle, "N2/2 -CR D X +IH"),
