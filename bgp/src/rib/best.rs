@@ -120,46 +120,67 @@ fn igp_cost(nh: &NextHop, igp: &dyn IgpCost) -> Option<u32> {
     igp.cost(nh.addr())
 }
 
+/// The per-candidate values the elimination steps compare, computed once.
+#[derive(Clone, Copy)]
+struct Key {
+    index: usize,
+    local_pref: u32,
+    path_len: usize,
+    origin: u8,
+    neighbor_as: Option<u32>,
+    med: u32,
+    source_rank: u8,
+    igp_cost: u32,
+}
+
 /// Keeps the candidates whose key is minimal.
-fn keep_min<K: Ord>(set: &mut Vec<(usize, u32)>, key: impl Fn(usize, u32) -> K) {
+fn keep_min<K: Ord>(set: &mut Vec<Key>, key: impl Fn(&Key) -> K) {
     if set.len() < 2 {
         return;
     }
-    let Some(best) = set.iter().map(|&(i, c)| key(i, c)).min() else {
+    let Some(best) = set.iter().map(&key).min() else {
         return;
     };
-    set.retain(|&(i, c)| key(i, c) == best);
+    set.retain(|k| key(k) == best);
 }
 
 /// Runs the decision process. Returns the indices (into `cands`) of the ECMP set, best path
 /// first, at most `cfg.max_paths` long (at least 1 when any candidate is eligible); empty when
 /// no candidate is usable.
 pub fn select(cands: &[Candidate<'_>], cfg: &BestPathConfig, igp: &dyn IgpCost) -> Vec<usize> {
-    // (index, IGP cost), unresolvable next hops dropped (§9.1.2.1).
-    let mut set: Vec<(usize, u32)> = cands
+    // Unresolvable next hops are dropped first (§9.1.2.1).
+    let mut set: Vec<Key> = cands
         .iter()
         .enumerate()
-        .filter_map(|(i, c)| igp_cost(&c.attrs.next_hop, igp).map(|cost| (i, cost)))
-        .collect();
-    keep_min(&mut set, |i, _| std::cmp::Reverse(cands[i].local_pref(cfg)));
-    keep_min(&mut set, |i, _| cands[i].attrs.as_path.path_len());
-    keep_min(&mut set, |i, _| cands[i].attrs.origin);
-    if set.len() > 1 {
-        // (c): remove a route when another from the same neighbour AS has a lower MED.
-        let snapshot = set.clone();
-        set.retain(|&(i, _)| {
-            let me = cands[i].attrs;
-            let my_med = me.med.unwrap_or(0);
-            let my_as = me.neighbor_as();
-            !snapshot.iter().any(|&(j, _)| {
-                let other = cands[j].attrs;
-                other.neighbor_as() == my_as && other.med.unwrap_or(0) < my_med
+        .filter_map(|(index, c)| {
+            igp_cost(&c.attrs.next_hop, igp).map(|igp_cost| Key {
+                index,
+                local_pref: c.local_pref(cfg),
+                path_len: c.attrs.as_path.path_len(),
+                origin: c.attrs.origin as u8,
+                neighbor_as: c.attrs.neighbor_as().map(|a| a.0),
+                med: c.attrs.med.unwrap_or(0),
+                source_rank: c.source_rank(),
+                igp_cost,
             })
+        })
+        .collect();
+    keep_min(&mut set, |k| std::cmp::Reverse(k.local_pref));
+    keep_min(&mut set, |k| k.path_len);
+    keep_min(&mut set, |k| k.origin);
+    if set.len() > 1 {
+        // (c): remove a route when another from the same neighbour AS has a lower MED. Judged
+        // against the set as it was before this step, so the outcome is order independent.
+        let before = set.clone();
+        set.retain(|k| {
+            !before
+                .iter()
+                .any(|o| o.neighbor_as == k.neighbor_as && o.med < k.med)
         });
     }
-    keep_min(&mut set, |i, _| cands[i].source_rank());
-    keep_min(&mut set, |_, cost| cost);
-    let mut out: Vec<usize> = set.into_iter().map(|(i, _)| i).collect();
+    keep_min(&mut set, |k| k.source_rank);
+    keep_min(&mut set, |k| k.igp_cost);
+    let mut out: Vec<usize> = set.into_iter().map(|k| k.index).collect();
     out.sort_by(|&a, &b| cands[a].tie_break(&cands[b]));
     out.truncate(cfg.max_paths.max(1));
     out

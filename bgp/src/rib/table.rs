@@ -189,27 +189,50 @@ impl<P: RibPrefix> Table<P> {
 
     /// Adds `path`, replacing the one with the same peer and path id.
     pub fn insert(&mut self, prefix: P, path: Path, cx: &SelectCtx<'_>) -> Applied<P> {
-        match self.map.get_mut(&prefix) {
-            None => {
-                let entry = reselect(vec![path], cx);
+        use std::collections::hash_map::Entry;
+        match self.map.entry(prefix) {
+            Entry::Vacant(v) => {
+                // The common case: a prefix's first path. No vector, no selection run.
+                let entry = if usable(&path, cx) {
+                    Paths::One(path)
+                } else {
+                    Paths::Many(Box::new(Multi {
+                        paths: vec![path],
+                        ecmp: 0,
+                    }))
+                };
                 let change = change_from(prefix, None, &[], &entry);
-                self.map.insert(prefix, entry);
+                v.insert(entry);
                 Applied {
                     previous: None,
                     change,
                 }
             }
-            Some(entry) => {
+            Entry::Occupied(mut o) => {
+                let entry = o.get_mut();
                 let (old_best, old_set) = snapshot(entry);
-                let mut paths = take_paths(entry);
-                let previous = match paths.iter().position(|p| p.key() == path.key()) {
-                    Some(i) => Some(std::mem::replace(&mut paths[i], path)),
-                    None => {
-                        paths.push(path);
+                let previous = match entry {
+                    Paths::One(p) if p.key() == path.key() => Some(std::mem::replace(p, path)),
+                    Paths::One(p) => {
+                        let first = p.clone();
+                        *entry = Paths::Many(Box::new(Multi {
+                            paths: vec![first, path],
+                            ecmp: 0,
+                        }));
                         None
                     }
+                    Paths::Many(m) => match m.paths.iter().position(|p| p.key() == path.key()) {
+                        Some(i) => Some(std::mem::replace(&mut m.paths[i], path)),
+                        None => {
+                            // Exact growth: a prefix's paths stay at 16 octets each, not up
+                            // to twice that after a doubling.
+                            m.paths.reserve_exact(1);
+                            m.paths.push(path);
+                            None
+                        }
+                    },
                 };
-                *entry = reselect(paths, cx);
+                reselect(entry, cx);
                 let change = change_from(prefix, old_best, &old_set, entry);
                 Applied { previous, change }
             }
@@ -224,36 +247,46 @@ impl<P: RibPrefix> Table<P> {
         path_id: u32,
         cx: &SelectCtx<'_>,
     ) -> Applied<P> {
+        let none = || Applied {
+            previous: None,
+            change: None,
+        };
         let Some(entry) = self.map.get_mut(&prefix) else {
-            return Applied {
-                previous: None,
-                change: None,
-            };
+            return none();
         };
         let Some(i) = entry.all().iter().position(|p| p.key() == (peer, path_id)) else {
-            return Applied {
-                previous: None,
-                change: None,
-            };
+            return none();
         };
         let (old_best, old_set) = snapshot(entry);
-        let mut paths = take_paths(entry);
-        let previous = Some(paths.swap_remove(i));
-        if paths.is_empty() {
-            self.map.remove(&prefix);
-            return Applied {
-                previous,
-                change: Some(BestChange {
-                    prefix,
-                    old: old_best,
-                    new: None,
-                    next_hops: Vec::new(),
-                }),
-            };
+        let previous = match entry {
+            Paths::One(_) => match self.map.remove(&prefix) {
+                Some(Paths::One(p)) => Some(p),
+                _ => None,
+            },
+            Paths::Many(m) if m.paths.len() == 1 => {
+                let p = m.paths.pop();
+                self.map.remove(&prefix);
+                p
+            }
+            Paths::Many(m) => {
+                let p = m.paths.swap_remove(i);
+                reselect(entry, cx);
+                let change = change_from(prefix, old_best, &old_set, entry);
+                return Applied {
+                    previous: Some(p),
+                    change,
+                };
+            }
+        };
+        Applied {
+            previous,
+            change: Some(BestChange {
+                prefix,
+                old: old_best,
+                new: None,
+                next_hops: Vec::new(),
+            }),
         }
-        *entry = reselect(paths, cx);
-        let change = change_from(prefix, old_best, &old_set, entry);
-        Applied { previous, change }
     }
 
     /// Removes every path of `peer` for which `pred` holds; removed attributes go back to
@@ -272,17 +305,32 @@ impl<P: RibPrefix> Table<P> {
                 return true;
             }
             let (old_best, old_set) = snapshot(entry);
-            let mut paths = take_paths(entry);
-            let mut kept = Vec::with_capacity(paths.len());
-            for p in paths.drain(..) {
-                if p.peer() == peer && pred(&p) {
+            let remaining = match entry {
+                Paths::One(_) => 0,
+                Paths::Many(m) => {
+                    let mut i = 0;
+                    while i < m.paths.len() {
+                        if m.paths[i].peer() == peer && pred(&m.paths[i]) {
+                            removed += 1;
+                            store.release(m.paths.swap_remove(i).attrs);
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    m.paths.len()
+                }
+            };
+            if remaining == 0 {
+                if let Paths::One(p) = std::mem::replace(
+                    entry,
+                    Paths::Many(Box::new(Multi {
+                        paths: Vec::new(),
+                        ecmp: 0,
+                    })),
+                ) {
                     removed += 1;
                     store.release(p.attrs);
-                } else {
-                    kept.push(p);
                 }
-            }
-            if kept.is_empty() {
                 changes.push(BestChange {
                     prefix: *prefix,
                     old: old_best,
@@ -291,7 +339,7 @@ impl<P: RibPrefix> Table<P> {
                 });
                 return false;
             }
-            *entry = reselect(kept, cx);
+            reselect(entry, cx);
             if let Some(c) = change_from(*prefix, old_best, &old_set, entry) {
                 changes.push(c);
             }
@@ -332,8 +380,7 @@ impl<P: RibPrefix> Table<P> {
     pub fn reselect_all(&mut self, cx: &SelectCtx<'_>, changes: &mut Vec<BestChange<P>>) {
         for (prefix, entry) in self.map.iter_mut() {
             let (old_best, old_set) = snapshot(entry);
-            let paths = take_paths(entry);
-            *entry = reselect(paths, cx);
+            reselect(entry, cx);
             if let Some(c) = change_from(*prefix, old_best, &old_set, entry) {
                 changes.push(c);
             }
@@ -352,20 +399,6 @@ fn snapshot(entry: &Paths) -> (Option<Path>, Vec<(PeerId, u32, *const PathAttrs)
         Vec::new()
     };
     (set.first().cloned(), ids)
-}
-
-fn take_paths(entry: &mut Paths) -> Vec<Path> {
-    // A placeholder that never escapes: the caller overwrites `entry` right away.
-    match std::mem::replace(
-        entry,
-        Paths::Many(Box::new(Multi {
-            paths: Vec::new(),
-            ecmp: 0,
-        })),
-    ) {
-        Paths::One(p) => vec![p],
-        Paths::Many(m) => m.paths,
-    }
 }
 
 fn change_from<P>(
@@ -402,19 +435,40 @@ fn change_from<P>(
     })
 }
 
-fn reselect(mut paths: Vec<Path>, cx: &SelectCtx<'_>) -> Paths {
-    if paths.len() == 1 {
-        let p = &paths[0];
-        let usable =
-            p.attrs.next_hop.is_unspecified() || cx.igp.cost(p.attrs.next_hop.addr()).is_some();
-        let known = cx.peers.contains_key(&p.peer());
-        if usable && known {
-            return Paths::One(paths.swap_remove(0));
+fn usable(p: &Path, cx: &SelectCtx<'_>) -> bool {
+    (p.attrs.next_hop.is_unspecified() || cx.igp.cost(p.attrs.next_hop.addr()).is_some())
+        && cx.peers.contains_key(&p.peer())
+}
+
+/// Re-runs selection in place: the ECMP set moves to the front, best first; a lone usable path
+/// goes back to the inline form.
+fn reselect(entry: &mut Paths, cx: &SelectCtx<'_>) {
+    let m = match entry {
+        Paths::One(p) => {
+            if !usable(p, cx) {
+                let p = p.clone();
+                *entry = Paths::Many(Box::new(Multi {
+                    paths: vec![p],
+                    ecmp: 0,
+                }));
+            }
+            return;
         }
-        return Paths::Many(Box::new(Multi { paths, ecmp: 0 }));
+        Paths::Many(m) => m,
+    };
+    if m.paths.len() == 1 {
+        if usable(&m.paths[0], cx) {
+            if let Some(p) = m.paths.pop() {
+                *entry = Paths::One(p);
+            }
+        } else {
+            m.ecmp = 0;
+        }
+        return;
     }
     let order = {
-        let cands: Vec<Candidate<'_>> = paths
+        let cands: Vec<Candidate<'_>> = m
+            .paths
             .iter()
             .filter_map(|p| {
                 cx.peers.get(&p.peer()).map(|peer| Candidate {
@@ -424,23 +478,27 @@ fn reselect(mut paths: Vec<Path>, cx: &SelectCtx<'_>) -> Paths {
                 })
             })
             .collect();
-        // Paths from unknown peers cannot exist (peers are removed with their routes), but if
-        // one did it would be skipped rather than break the indices below.
-        if cands.len() != paths.len() {
+        // Paths of unknown peers cannot exist (a peer goes with its routes); if one did, the
+        // indices would not line up, so nothing is selected rather than the wrong path.
+        if cands.len() != m.paths.len() {
             Vec::new()
         } else {
             select(&cands, cx.cfg, cx.igp)
         }
     };
-    let ecmp = order.len();
-    // Move the selected paths to the front, in rank order; the rest keep their order.
-    let mut slots: Vec<Option<Path>> = paths.drain(..).map(Some).collect();
-    let mut out = Vec::with_capacity(slots.len());
-    for &i in &order {
-        if let Some(p) = slots[i].take() {
-            out.push(p);
+    // Bring the selected paths to the front in rank order. `at[k]`: where the path that
+    // started at index k is now.
+    let mut at: Vec<usize> = (0..m.paths.len()).collect();
+    let mut orig: Vec<usize> = (0..m.paths.len()).collect();
+    for (k, &i) in order.iter().enumerate() {
+        let cur = at[i];
+        if cur != k {
+            m.paths.swap(k, cur);
+            let displaced = orig[k];
+            orig.swap(k, cur);
+            at[i] = k;
+            at[displaced] = cur;
         }
     }
-    out.extend(slots.into_iter().flatten());
-    Paths::Many(Box::new(Multi { paths: out, ecmp }))
+    m.ecmp = order.len();
 }
