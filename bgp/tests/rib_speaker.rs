@@ -744,3 +744,11 @@ fn export_policy_rfc8212_and_actions() {
         Some(&AttributeValue::Communities(vec![Community::new(65000, 1)]))
     );
 }
+
+#[test]
+fn route_sizes_stay_as_documented() {
+    // docs/architecture.md, "RIB memory": a path is 16 octets (attribute pointer, peer id with
+    // the stale flag, ADD-PATH id) and an IPv4 key 8.
+    assert_eq!(std::mem::size_of::<tabby_bgp::rib::Path>(), 16);
+    assert_eq!(std::mem::size_of::<Ipv4Prefix>(), 8);
+}
