@@ -377,3 +377,24 @@ fn nodenetworkstatus() {
         NodeNetworkStatus::validate,
     );
 }
+
+/// The defaults the API server applies (from the schema) are the ones Rust applies (serde).
+#[test]
+fn schema_defaults_match_serde_defaults() {
+    use kube::CustomResourceExt;
+    use tabby_api::v1alpha1::BGPConfigurationSpec;
+    let crd = serde_json::to_value(BGPConfiguration::crd()).unwrap();
+    let props = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    let rust = serde_json::to_value(BGPConfigurationSpec::default()).unwrap();
+    let from_empty: BGPConfiguration =
+        serde_json::from_value(obj("BGPConfiguration", "default", json!({}))).unwrap();
+    assert_eq!(from_empty.spec, BGPConfigurationSpec::default());
+    let mut checked = 0;
+    for (field, schema) in props.as_object().unwrap() {
+        if let Some(default) = schema.get("default") {
+            assert_eq!(Some(default), rust.get(field), "default of spec.{field}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "only {checked} defaults in the schema");
+}

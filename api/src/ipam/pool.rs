@@ -81,6 +81,59 @@ impl Pool {
     }
 }
 
+/// Pod annotation naming the pools a pod's addresses must come from: a comma-separated list of
+/// IPPool names, at most one per address family (e.g. `gpu-v4,gpu-v6`). The named pool then
+/// gives the node a block on demand, even if the node's other blocks have room.
+pub const POOL_ANNOTATION: &str = "tabby.dev/ippools";
+
+/// Parses the value of [`POOL_ANNOTATION`] into pool names (trimmed, duplicates removed, in
+/// the order given). Errors name the annotation and the bad entry.
+pub fn parse_pool_annotation(value: &str) -> Result<Vec<String>, FieldError> {
+    let path = format!("metadata.annotations[{POOL_ANNOTATION}]");
+    let mut names: Vec<String> = Vec::new();
+    for entry in value.split(',').map(str::trim) {
+        let mut errors = crate::validation::Errors::default();
+        crate::validation::check_dns_subdomain(&mut errors, &path, entry);
+        if let Err(mut e) = errors.finish() {
+            return Err(e.remove(0));
+        }
+        if !names.iter().any(|n| n == entry) {
+            names.push(entry.to_string());
+        }
+    }
+    Ok(names)
+}
+
+/// Of the pools named by a pod's annotation, the one for `family`. Errors when a name is not a
+/// pool, or two named pools have the same family.
+pub fn requested_pool<'p>(
+    names: &[String],
+    pools: &'p [Pool],
+    family: Family,
+) -> Result<Option<&'p Pool>, FieldError> {
+    let path = format!("metadata.annotations[{POOL_ANNOTATION}]");
+    let mut found: Option<&Pool> = None;
+    for name in names {
+        let pool = pools
+            .iter()
+            .find(|p| p.name == *name)
+            .ok_or_else(|| FieldError::new(&path, format!("no IPPool named {name:?}")))?;
+        if pool.family() == family {
+            if let Some(other) = found {
+                return Err(FieldError::new(
+                    &path,
+                    format!(
+                        "{} and {} are both {family} pools; name one per family",
+                        other.name, pool.name
+                    ),
+                ));
+            }
+            found = Some(pool);
+        }
+    }
+    Ok(found)
+}
+
 /// Pools whose CIDR overlaps an older pool, mapped to the name of the pool they overlap.
 /// "Older" means earlier creation time, then smaller name.
 pub fn overlaps(pools: &[Pool]) -> BTreeMap<String, String> {
@@ -295,6 +348,38 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "{case}");
         }
+    }
+
+    #[test]
+    fn pool_annotation_table() {
+        assert_eq!(parse_pool_annotation("a, b,a").unwrap(), ["a", "b"]);
+        for bad in ["", "a,,b", "A", "a b", "-a"] {
+            let e = parse_pool_annotation(bad).unwrap_err();
+            assert_eq!(e.path, "metadata.annotations[tabby.dev/ippools]", "{bad:?}");
+        }
+        let pools = vec![
+            pool("v4", "10.0.0.0/16", 1),
+            pool("v4b", "10.1.0.0/16", 1),
+            pool("v6", "fd00::/48", 1),
+        ];
+        let names = |s: &str| parse_pool_annotation(s).unwrap();
+        let got =
+            |s: &str, f| requested_pool(&names(s), &pools, f).map(|p| p.map(|p| p.name.clone()));
+        assert_eq!(got("v4,v6", Family::V4), Ok(Some("v4".into())));
+        assert_eq!(got("v4,v6", Family::V6), Ok(Some("v6".into())));
+        assert_eq!(got("v4", Family::V6), Ok(None));
+        assert!(
+            got("v4,v4b", Family::V4)
+                .unwrap_err()
+                .message
+                .contains("one per family")
+        );
+        assert!(
+            got("nope", Family::V4)
+                .unwrap_err()
+                .message
+                .contains("no IPPool named")
+        );
     }
 
     #[test]
