@@ -22,11 +22,19 @@ Decode every BGP message in a packet capture (pcap or pcapng) or a hex dump.
 Each TCP direction on the BGP port is reassembled in sequence order (retransmissions are \
 dropped, reordering is undone, holes are reported), split into messages, and decoded with \
 what that session negotiated: 4-octet AS numbers, ADD-PATH and extended messages come from \
-the two OPENs of the connection. When the capture starts mid-session there are no OPENs; say \
-what was negotiated with --as4, --add-path and --extended-message.
+the two OPENs of the connection. If only the sender's OPEN was captured, the receiver is \
+assumed to have agreed to its 4-octet AS and extended-message capabilities. When the capture \
+starts mid-session there are no OPENs; say what was negotiated with --as4, --add-path and \
+--extended-message (a wrong guess shows up as malformed AS_PATHs or NLRI).
 
 Output: one JSON object per message on stdout (--pretty to indent), in the order a receiver \
-would have read them. A summary per flow goes to stderr.
+would have read them. Fields: frame (the frame that completed the message), frames (all frames \
+that carried it, when more than one), time (UTC, of that frame), flow (\"src -> dst\"), \
+connection (shared by both directions of a TCP connection), type, length, context (negotiated, \
+from the sender's OPEN only, assumed, or not needed), decoded (the message), and on failure \
+error (in words), notification (the code/subcode a speaker would send) and hex. With --hex \
+input, message and offset replace the capture fields. A summary per flow, lost or skipped \
+bytes, and every failure with its frame go to stderr.
 
 Link types: Ethernet (with VLAN tags), Linux cooked SLL and SLL2 (tcpdump -i any), raw IPv4/IPv6, \
 BSD loopback (NULL, LOOP). IPv4 and IPv6.
@@ -297,7 +305,15 @@ fn main() -> ExitCode {
     for w in &warnings {
         err.push_str(&format!("warning: {w}\n"));
     }
-    for i in &decoded.issues {
+    // A damaged capture can produce thousands of warnings; the first ones locate the trouble.
+    const MAX_WARNINGS: usize = 25;
+    if decoded.issues.len() > MAX_WARNINGS {
+        err.push_str(&format!(
+            "warning: {} stream warnings; the first {MAX_WARNINGS}:\n",
+            decoded.issues.len()
+        ));
+    }
+    for i in decoded.issues.iter().take(MAX_WARNINGS) {
         let place = match (i.frame, i.flow) {
             (Some(f), Some(flow)) => format!("frame {f} ({flow}): "),
             (Some(f), None) => format!("frame {f}: "),
