@@ -6,8 +6,9 @@
 //! the current time, and write the results back with compare-and-swap.
 //!
 //! * [`name`]: block name ↔ CIDR ↔ ordinal conversions.
-//! * [`pool`]: validated pool views, overlap detection, pool selection order.
-//! * [`carve`]: the next free block of a pool for a node.
+//! * [`pool`]: validated pool views, overlap detection, pool selection order, the
+//!   `Allocatable` condition, the `tabby.dev/ippools` pod annotation.
+//! * [`carve`]: the next free block of a pool for a node ([`carve::Carver`] for many nodes).
 //! * [`block`]: allocation and release inside one block (cooldown, idempotency).
 //! * [`node`]: a node's blocks together: allocation across blocks, the low-water mark, the
 //!   per-node cap, reclaim and garbage-collection candidates, pool usage.
