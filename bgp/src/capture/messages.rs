@@ -316,6 +316,17 @@ pub fn decode_streams(streams: &Streams, fallback: &DecodeContext) -> Decoded {
                 });
             }
         }
+        if let Some(&first) = s.truncated_frames.first() {
+            out.issues.push(Issue {
+                flow: Some(s.flow),
+                frame: Some(first),
+                what: format!(
+                    "{} frames were cut short by the capture's snap length (first: frame \
+                     {first}); the bytes after each cut are missing (capture with -s 0)",
+                    s.truncated_frames.len()
+                ),
+            });
+        }
         for note in &s.stream.notes {
             out.issues.push(Issue {
                 flow: Some(s.flow),

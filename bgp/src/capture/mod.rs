@@ -56,6 +56,9 @@ pub struct TcpStream {
     pub first_frame: u64,
     pub last_frame: u64,
     pub stream: Reassembled,
+    /// Frames of this direction that the capture cut short (snap length); their captured bytes
+    /// are in the stream and what followed them is a gap.
+    pub truncated_frames: Vec<u64>,
 }
 
 /// A frame that was not used, and why (only the reasons that may lose bytes are kept).
@@ -79,6 +82,7 @@ struct Open {
     first_frame: u64,
     last_frame: u64,
     r: Reassembler,
+    truncated_frames: Vec<u64>,
 }
 
 /// Reassembles every TCP direction whose segments satisfy `keep` (e.g. "port 179 on either
@@ -117,6 +121,9 @@ pub fn reassemble<'a>(
         let pushed = match open.get_mut(&flow) {
             Some(o) => {
                 o.last_frame = frame.number;
+                if seg.truncated {
+                    o.truncated_frames.push(frame.number);
+                }
                 o.r.push(
                     seg.seq,
                     seg.syn,
@@ -158,6 +165,11 @@ pub fn reassemble<'a>(
                     first_frame: frame.number,
                     last_frame: frame.number,
                     r,
+                    truncated_frames: if seg.truncated {
+                        vec![frame.number]
+                    } else {
+                        Vec::new()
+                    },
                 },
             );
         }
@@ -175,6 +187,7 @@ fn finish(flow: Flow, o: Open) -> TcpStream {
         first_frame: o.first_frame,
         last_frame: o.last_frame,
         stream: o.r.finish(),
+        truncated_frames: o.truncated_frames,
     }
 }
 
@@ -279,9 +292,30 @@ mod tests {
     }
 
     #[test]
+    fn snap_length_cuts_leave_a_gap_and_are_listed() {
+        let mut cut = frame(3, A, 40000, B, 179, 14, "", b"defgh");
+        cut.data.truncate(cut.data.len() - 3);
+        let frames = vec![
+            frame(1, A, 40000, B, 179, 10, "S", b""),
+            frame(2, A, 40000, B, 179, 11, "", b"abc"),
+            cut,
+            frame(4, A, 40000, B, 179, 19, "", b"ij"),
+        ];
+        let s = reassemble(&frames, bgp_only);
+        let t = &s.streams[0];
+        assert_eq!(t.truncated_frames, vec![3]);
+        assert_eq!(t.stream.runs.len(), 2);
+        assert_eq!(t.stream.runs[0].data, b"abcde");
+        assert_eq!(t.stream.runs[1].data, b"ij");
+        assert_eq!(t.stream.gaps[0].len, 3);
+        assert!(s.problems.is_empty());
+    }
+
+    #[test]
     fn problem_frames_are_listed() {
+        // Cut inside the TCP header: nothing usable.
         let mut bad = frame(1, A, 40000, B, 179, 10, "", b"abcdef");
-        bad.data.truncate(bad.data.len() - 2);
+        bad.data.truncate(14 + 20 + 10);
         let s = reassemble(&[bad], bgp_only);
         assert!(s.streams.is_empty());
         assert_eq!(s.problems.len(), 1);

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use etherparse::{LaxNetSlice, LaxSlicedPacket, NetSlice, SlicedPacket, TransportSlice};
 
 use super::file::LinkType;
 
@@ -20,7 +20,11 @@ pub struct TcpSegment<'a> {
     pub syn: bool,
     pub fin: bool,
     pub rst: bool,
+    /// The captured payload (a prefix of the real one when `truncated`).
     pub payload: &'a [u8],
+    /// The capture cut this frame short (snap length): `payload` holds only the bytes that were
+    /// captured, and the sequence space after them is missing.
+    pub truncated: bool,
 }
 
 /// Why a frame yields no TCP segment. Some reasons are ordinary (ARP, UDP); the ones for which
@@ -139,7 +143,12 @@ pub fn ip_payload(link: LinkType, data: &[u8]) -> Result<&[u8], Skip> {
 /// Parses a frame down to its TCP segment.
 pub fn tcp_segment(link: LinkType, data: &[u8]) -> Result<TcpSegment<'_>, Skip> {
     let ip = ip_payload(link, data)?;
-    let sliced = SlicedPacket::from_ip(ip).map_err(|e| Skip::Malformed(e.to_string()))?;
+    let sliced = match SlicedPacket::from_ip(ip) {
+        Ok(s) => s,
+        // Cut short by the snap length? The TCP header may still be whole, and the bytes that
+        // were captured are still the right bytes at the right sequence numbers.
+        Err(e) => return truncated_tcp_segment(ip).ok_or_else(|| Skip::Malformed(e.to_string())),
+    };
     let (src_ip, dst_ip, fragmented, protocol) = match &sliced.net {
         Some(NetSlice::Ipv4(v4)) => (
             v4.header().source_addr().into(),
@@ -167,8 +176,43 @@ pub fn tcp_segment(link: LinkType, data: &[u8]) -> Result<TcpSegment<'_>, Skip> 
             fin: tcp.fin(),
             rst: tcp.rst(),
             payload: tcp.payload(),
+            truncated: false,
         }),
         _ => Err(Skip::NotTcp(protocol)),
+    }
+}
+
+/// The TCP segment of an IP packet whose end was not captured, if its headers were.
+fn truncated_tcp_segment(ip: &[u8]) -> Option<TcpSegment<'_>> {
+    let lax = LaxSlicedPacket::from_ip(ip).ok()?;
+    let (src_ip, dst_ip, payload) = match &lax.net {
+        Some(LaxNetSlice::Ipv4(v4)) => (
+            v4.header().source_addr().into(),
+            v4.header().destination_addr().into(),
+            v4.payload(),
+        ),
+        Some(LaxNetSlice::Ipv6(v6)) => (
+            v6.header().source_addr().into(),
+            v6.header().destination_addr().into(),
+            v6.payload(),
+        ),
+        _ => return None,
+    };
+    if !payload.incomplete || payload.fragmented {
+        return None;
+    }
+    match lax.transport {
+        Some(TransportSlice::Tcp(tcp)) => Some(TcpSegment {
+            src: SocketAddr::new(src_ip, tcp.source_port()),
+            dst: SocketAddr::new(dst_ip, tcp.destination_port()),
+            seq: tcp.sequence_number(),
+            syn: tcp.syn(),
+            fin: tcp.fin(),
+            rst: tcp.rst(),
+            payload: tcp.payload(),
+            truncated: true,
+        }),
+        _ => None,
     }
 }
 
@@ -419,14 +463,25 @@ mod tests {
             (LinkType::LinuxSll2, vec![0; 19]),
             (LinkType::Null, vec![2, 0]),
             (LinkType::Raw, v4[..10].to_vec()),
-            // IP header fine, TCP payload cut by the snap length.
-            (LinkType::Raw, v4[..v4.len() - 3].to_vec()),
+            // IP header fine, TCP header cut.
+            (LinkType::Raw, v4[..30].to_vec()),
             (LinkType::Raw, vec![]),
         ];
         for (link, frame) in cases {
             let e = tcp_segment(link, &frame).unwrap_err();
             assert!(e.is_problem(), "{link:?} {frame:?}: {e}");
             assert!(e.to_string().contains("malformed"), "{e}");
+        }
+    }
+
+    #[test]
+    fn snap_length_cut_keeps_the_captured_prefix() {
+        for ip in [v4_tcp(), v6_tcp()] {
+            let cut = &ip[..ip.len() - 4];
+            let seg = tcp_segment(LinkType::Raw, cut).unwrap();
+            assert!(seg.truncated);
+            assert_eq!(seg.payload, &PAYLOAD[..PAYLOAD.len() - 4]);
+            assert!(!tcp_segment(LinkType::Raw, &ip).unwrap().truncated);
         }
     }
 
