@@ -752,3 +752,125 @@ fn route_sizes_stay_as_documented() {
     assert_eq!(std::mem::size_of::<tabby_bgp::rib::Path>(), 16);
     assert_eq!(std::mem::size_of::<Ipv4Prefix>(), 8);
 }
+
+#[test]
+fn removed_peer_routes_are_withdrawn_from_groups() {
+    // A peer deleted before its changes reach the groups: its routes must still be withdrawn
+    // downstream, although their export can no longer be recomputed.
+    let mut r = rib();
+    let src = peer(2, PeerType::Ibgp, LOCAL_AS);
+    r.add_peer(src.clone(), None, None).unwrap();
+    let mut g = UpdateGroups::new();
+    g.join(PeerId(9), key(PeerType::RrClient, LOCAL_AS, None), None, &r)
+        .unwrap();
+    r.receive(
+        src.id,
+        &announce(&["10.1.0.0/24"], [192, 0, 2, 2], &[], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    let ch = r.take_changes();
+    g.process(&ch, &r);
+    drop(ch);
+    assert_eq!(g.flush().unwrap()[0].updates[0].nlri.len(), 1);
+    r.remove_peer(src.id).unwrap();
+    let ch = r.take_changes();
+    g.process(&ch, &r);
+    drop(ch);
+    let batches = g.flush().unwrap();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(
+        batches[0].updates[0].withdrawn,
+        vec![Ipv4Nlri::new(p4("10.1.0.0/24"))]
+    );
+}
+
+#[test]
+fn export_encodings_two_octet_as_ipv6_and_extended_next_hop() {
+    let mut r = rib();
+    let src = peer(1, PeerType::Ebgp, 4_200_000_001);
+    r.add_peer(src.clone(), Some(accept_all()), None).unwrap();
+    r.receive(
+        src.id,
+        &announce(&["10.1.0.0/24"], [192, 0, 2, 1], &[4_200_000_001], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    let p6: Ipv6Prefix = "2001:db8:7::/48".parse().unwrap();
+    let u6 = Update {
+        attributes: vec![
+            AttributeValue::MpReachNlri(MpReach {
+                next_hop: MpNextHop::Ipv6 {
+                    global: "2001:db8::1".parse().unwrap(),
+                    link_local: None,
+                },
+                nlri: MpNlri::Ipv6Unicast(vec![Ipv6Nlri::new(p6)]),
+            })
+            .into(),
+            AttributeValue::Origin(Origin::Igp).into(),
+            AttributeValue::AsPath(AsPath::sequence([4_200_000_001])).into(),
+        ],
+        ..Update::default()
+    };
+    r.receive(src.id, &u6, &cx()).unwrap();
+    let local6: Ipv6Addr = "2001:db8::100".parse().unwrap();
+
+    // RFC 6793 §4.2.2: to a 2-octet iBGP peer, AS_TRANS in AS_PATH and the real path in AS4_PATH.
+    let mut k = key(PeerType::Ibgp, LOCAL_AS, None);
+    k.four_octet_as = false;
+    k.local_v6 = Some(local6);
+    let mut g = UpdateGroups::new();
+    let (_, dump) = g.join(PeerId(30), k.clone(), None, &r).unwrap();
+    let batch = tabby_bgp::rib::out::OutBatch {
+        group: g.group_of(PeerId(30)).unwrap(),
+        members: vec![PeerId(30)],
+        updates: dump,
+    };
+    let sent = wire_roundtrip(&g, &batch, &k);
+    let v4 = sent.iter().find(|u| !u.nlri.is_empty()).unwrap();
+    assert_eq!(
+        v4.attribute(2),
+        Some(&AttributeValue::AsPath(AsPath::sequence([23456])))
+    );
+    assert_eq!(
+        v4.attribute(17),
+        Some(&AttributeValue::As4Path(AsPath::sequence([4_200_000_001])))
+    );
+    // IPv6 NLRI travel in MP_REACH_NLRI (RFC 4760 §3), next hop unchanged over iBGP.
+    let v6 = sent.iter().find_map(|u| u.mp_reach()).unwrap();
+    assert_eq!(v6.nlri, MpNlri::Ipv6Unicast(vec![Ipv6Nlri::new(p6)]));
+
+    // RFC 8950: an eBGP session over IPv6 only, extended next hop negotiated: IPv4 NLRI go in
+    // MP_REACH_NLRI with our IPv6 address as next hop.
+    let mut k = key(PeerType::Ebgp, 65030, Some("accept-all"));
+    k.local_v4 = None;
+    k.local_v6 = Some(local6);
+    k.extended_next_hop = true;
+    let (_, dump) = g
+        .join(PeerId(31), k.clone(), Some(accept_all()), &r)
+        .unwrap();
+    let reach: Vec<&MpReach> = dump.iter().filter_map(|u| u.mp_reach()).collect();
+    assert_eq!(reach.len(), 2, "{dump:?}");
+    let v4 = reach
+        .iter()
+        .find(|m| matches!(m.nlri, MpNlri::Ipv4Unicast(_)))
+        .unwrap();
+    assert_eq!(
+        v4.next_hop,
+        MpNextHop::Ipv6 {
+            global: local6,
+            link_local: None
+        }
+    );
+    // Without extended next hop and without a local IPv4 address, IPv4 routes cannot be sent.
+    let mut k2 = k.clone();
+    k2.extended_next_hop = false;
+    let (_, dump) = g.join(PeerId(32), k2, Some(accept_all()), &r).unwrap();
+    let families: Vec<_> = dump
+        .iter()
+        .filter_map(|u| u.mp_reach())
+        .map(|m| m.family())
+        .collect();
+    assert_eq!(families, vec![Family::IPV6_UNICAST]);
+    assert!(dump.iter().all(|u| u.nlri.is_empty()));
+}

@@ -200,7 +200,7 @@ impl UpdateGroup {
             me,
             rib.config().best_path.default_local_pref,
             self_nh,
-        );
+        )?;
         match &self.policy {
             None => {
                 if policy::default_verdict(target.peer_type) == Verdict::Reject {
@@ -272,10 +272,16 @@ impl UpdateGroup {
 
     fn on_change(&mut self, prefix: Prefix, old: Option<&Path>, new: Option<&Path>, rib: &Rib) {
         let new_out = new.and_then(|p| self.export(prefix, p, rib));
-        let old_out = old.and_then(|p| self.export(prefix, p, rib));
+        // What the members were sent for the old best: nothing, a known set, or unknown (its
+        // peer is gone, so the export cannot be recomputed: assume it was sent).
+        let old_out = match old {
+            None => Some(None),
+            Some(p) if rib.peer(p.peer()).is_some() => Some(self.export(prefix, p, rib)),
+            Some(_) => None,
+        };
         match (&old_out, &new_out) {
-            (Some(a), Some(b)) if Arc::ptr_eq(a, b) => return,
-            (None, None) => return,
+            (Some(Some(a)), Some(b)) if Arc::ptr_eq(a, b) => return,
+            (Some(None), None) => return,
             _ => {}
         }
         self.enqueue(prefix, new_out);

@@ -136,6 +136,8 @@ pub fn may_export(attrs: &PathAttrs, from: PeerType, to: &ExportTarget) -> bool 
 /// reflection attributes, LOCAL_PREF only inside the AS, MED not passed between ASes (RFC 4271
 /// §5.1.4; locally set ones are kept), and the default next hop (`self_nh`: this router's
 /// address on the session). eBGP AS prepending comes after policy: see [`finish_export`].
+/// `None` when the next hop must be this router but the session has no address of a family
+/// that can carry it: the route cannot be sent rather than be sent with a wrong next hop.
 pub fn export_attrs(
     attrs: &PathAttrs,
     from: &PeerInfo,
@@ -143,7 +145,7 @@ pub fn export_attrs(
     me: &LocalIdentity,
     default_local_pref: u32,
     self_nh: Option<NextHop>,
-) -> PathAttrs {
+) -> Option<PathAttrs> {
     let mut a = attrs.clone();
     if to.peer_type == PeerType::Ebgp {
         a.local_pref = None;
@@ -170,10 +172,10 @@ pub fn export_attrs(
         NextHopMode::Keep => attrs.next_hop.is_unspecified(),
         NextHopMode::Auto => to.peer_type == PeerType::Ebgp || attrs.next_hop.is_unspecified(),
     };
-    if let (true, Some(nh)) = (to_self, self_nh) {
-        a.next_hop = nh;
+    if to_self {
+        a.next_hop = self_nh?;
     }
-    a
+    Some(a)
 }
 
 /// After export policy: an eBGP peer gets our AS on the front of the path (RFC 4271 §5.1.2).
