@@ -4,6 +4,8 @@
 
 use kube::CustomResourceExt;
 use kube::core::cel::{Validator, compile_schema};
+use std::collections::BTreeSet;
+
 use serde_json::{Value, json};
 use tabby_api::v1alpha1::{BGPConfiguration, BGPPeer, IPAMBlock, IPPool, NodeNetworkStatus};
 
@@ -18,11 +20,14 @@ fn schema<K: CustomResourceExt>() -> Value {
     serde_json::to_value(schema).expect("schema to JSON")
 }
 
-/// Validates `object` (and `old` for updates); returns the failure messages.
-fn check<K: CustomResourceExt>(object: &Value, old: Option<&Value>) -> Vec<String> {
+/// Validates `object` (and `old` for updates); returns `(message, rule)` of each failure.
+fn check<K: CustomResourceExt>(object: &Value, old: Option<&Value>) -> Vec<(String, String)> {
     match Validator::new().validate(&schema::<K>(), object, old) {
         Ok(()) => Vec::new(),
-        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        Err(errors) => errors
+            .iter()
+            .map(|e| (e.to_string(), format!("{} / {}", e.rule, e.message)))
+            .collect(),
     }
 }
 
@@ -36,18 +41,24 @@ fn obj(kind: &str, name: &str, spec: Value) -> Value {
 }
 
 /// Runs a table of `(case, object, old, expected message fragment or "" for valid)`.
-fn run_table<K: CustomResourceExt>(cases: &[(&str, Value, Option<Value>, &str)]) {
+/// Returns the rules that rejected at least one case.
+fn run_table<K: CustomResourceExt>(
+    cases: &[(&str, Value, Option<Value>, &str)],
+) -> BTreeSet<String> {
+    let mut fired = BTreeSet::new();
     for (case, object, old, want) in cases {
         let errors = check::<K>(object, old.as_ref());
         if want.is_empty() {
             assert!(errors.is_empty(), "{case}: expected valid, got {errors:?}");
         } else {
             assert!(
-                errors.iter().any(|e| e.contains(want)),
+                errors.iter().any(|(m, _)| m.contains(want)),
                 "{case}: expected an error containing {want:?}, got {errors:?}"
             );
         }
+        fired.extend(errors.into_iter().map(|(_, rule)| rule));
     }
+    fired
 }
 
 #[test]
@@ -141,7 +152,9 @@ fn rules_in(value: &Value, out: &mut Vec<String>) {
                 if k == "x-kubernetes-validations" {
                     for r in v.as_array().into_iter().flatten() {
                         if let Some(rule) = r.get("rule").and_then(Value::as_str) {
-                            out.push(rule.to_string());
+                            let message =
+                                r.get("message").and_then(Value::as_str).unwrap_or_default();
+                            out.push(format!("{rule} / {message}"));
                         }
                     }
                 } else {
@@ -173,6 +186,7 @@ fn rules_use_only_functions_the_api_server_has() {
     }
     assert!(rules.len() > 20, "found only {} rules", rules.len());
     for rule in &rules {
+        let rule = rule.split(" / ").next().unwrap_or_default();
         for f in called_functions(rule) {
             assert!(
                 KUBERNETES_CEL_FUNCTIONS.contains(&f.as_str()),
@@ -184,6 +198,10 @@ fn rules_use_only_functions_the_api_server_has() {
 
 #[test]
 fn ippool_rules() {
+    ippool_rules_table();
+}
+
+fn ippool_rules_table() -> BTreeSet<String> {
     let pool = |spec: Value| obj("IPPool", "p", spec);
     run_table::<IPPool>(&[
         (
@@ -270,11 +288,15 @@ fn ippool_rules() {
             Some(pool(json!({"cidr": "10.244.0.0/16"}))),
             "",
         ),
-    ]);
+    ])
 }
 
 #[test]
 fn ipamblock_rules() {
+    ipamblock_rules_table();
+}
+
+fn ipamblock_rules_table() -> BTreeSet<String> {
     let block = |name: &str, cidr: &str, node: &str, status: Option<Value>| {
         let mut o = obj(
             "IPAMBlock",
@@ -326,6 +348,16 @@ fn ipamblock_rules() {
             "cidr is immutable",
         ),
         (
+            "pool immutable",
+            block("b", "10.244.0.64/26", "n1", None),
+            Some({
+                let mut old = block("b", "10.244.0.64/26", "n1", None);
+                old["spec"]["pool"] = json!("other-pool");
+                old
+            }),
+            "pool is immutable",
+        ),
+        (
             "empty block may move",
             block("b", "10.244.0.64/26", "n2", Some(json!({}))),
             Some(block("b", "10.244.0.64/26", "n1", Some(json!({})))),
@@ -343,11 +375,15 @@ fn ipamblock_rules() {
             Some(block("b", "10.244.0.64/26", "n1", None)),
             "",
         ),
-    ]);
+    ])
 }
 
 #[test]
 fn bgpconfiguration_rules() {
+    bgpconfiguration_rules_table();
+}
+
+fn bgpconfiguration_rules_table() -> BTreeSet<String> {
     let cfg = |name: &str, spec: Value| obj("BGPConfiguration", name, spec);
     run_table::<BGPConfiguration>(&[
         ("defaults", cfg("default", json!({})), None, ""),
@@ -418,13 +454,26 @@ fn bgpconfiguration_rules() {
                 json!({"serviceClusterIPs": [{"cidr": "10.96.0.0"}]}),
             ),
             None,
+            "must be a CIDR such as",
+        ),
+        (
+            "bad prefix advertisement",
+            cfg(
+                "default",
+                json!({"prefixAdvertisements": [{"cidr": "10.0.0.0/33", "communities": []}]}),
+            ),
+            None,
             "must be a CIDR",
         ),
-    ]);
+    ])
 }
 
 #[test]
 fn bgppeer_rules() {
+    bgppeer_rules_table();
+}
+
+fn bgppeer_rules_table() -> BTreeSet<String> {
     let peer = |spec: Value| obj("BGPPeer", "p", spec);
     run_table::<BGPPeer>(&[
         (
@@ -546,11 +595,15 @@ fn bgppeer_rules() {
             None,
             "no host bits",
         ),
-    ]);
+    ])
 }
 
 #[test]
 fn nodenetworkstatus_rules() {
+    nodenetworkstatus_rules_table();
+}
+
+fn nodenetworkstatus_rules_table() -> BTreeSet<String> {
     let nns = |name: &str, node: &str, status: Option<Value>| {
         let mut o = obj("NodeNetworkStatus", name, json!({"node": node}));
         if let Some(s) = status {
@@ -592,5 +645,29 @@ fn nodenetworkstatus_rules() {
             None,
             "cannot exceed",
         ),
-    ]);
+    ])
+}
+
+/// Every rule in every CRD rejects at least one example above, so none is dead or mistyped
+/// into always-true.
+#[test]
+fn every_rule_rejects_some_example() {
+    let mut fired = BTreeSet::new();
+    fired.extend(ippool_rules_table());
+    fired.extend(ipamblock_rules_table());
+    fired.extend(bgpconfiguration_rules_table());
+    fired.extend(bgppeer_rules_table());
+    fired.extend(nodenetworkstatus_rules_table());
+    let mut all = Vec::new();
+    for schema in [
+        schema::<IPPool>(),
+        schema::<IPAMBlock>(),
+        schema::<BGPConfiguration>(),
+        schema::<BGPPeer>(),
+        schema::<NodeNetworkStatus>(),
+    ] {
+        rules_in(&schema, &mut all);
+    }
+    let never: Vec<&String> = all.iter().filter(|r| !fired.contains(*r)).collect();
+    assert!(never.is_empty(), "rules no example rejects: {never:#?}");
 }
