@@ -7,6 +7,7 @@
 //! in-memory transport lives in [`connection`].
 
 pub mod connection;
+pub mod socket;
 
 use std::net::IpAddr;
 use std::sync::Arc;
