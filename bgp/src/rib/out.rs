@@ -290,13 +290,23 @@ impl UpdateGroup {
     /// Packs the queue into UPDATEs: withdrawals first, then announcements grouped by
     /// attribute set, each message as full as the size limit allows.
     fn drain(&mut self) -> Result<Vec<Update>, EncodeError> {
+        let mut v4: Vec<(Ipv4Prefix, Option<Arc<PathAttrs>>)> = self.pending_v4.drain().collect();
+        let mut v6: Vec<(Ipv6Prefix, Option<Arc<PathAttrs>>)> = self.pending_v6.drain().collect();
+        // Incremental batches are small: sorted output is cheap and easier to read in captures.
+        v4.sort_unstable_by_key(|(p, _)| *p);
+        v6.sort_unstable_by_key(|(p, _)| *p);
+        self.pack(v4, v6)
+    }
+
+    /// Packs (prefix, attributes-or-withdrawn) lists into UPDATEs.
+    fn pack(
+        &mut self,
+        v4: Vec<(Ipv4Prefix, Option<Arc<PathAttrs>>)>,
+        v6: Vec<(Ipv6Prefix, Option<Arc<PathAttrs>>)>,
+    ) -> Result<Vec<Update>, EncodeError> {
         let cx = self.key.context();
         let max = self.key.max_len();
         let mut out = Vec::new();
-        let mut v4: Vec<(Ipv4Prefix, Option<Arc<PathAttrs>>)> = self.pending_v4.drain().collect();
-        let mut v6: Vec<(Ipv6Prefix, Option<Arc<PathAttrs>>)> = self.pending_v6.drain().collect();
-        v4.sort_unstable_by_key(|(p, _)| *p);
-        v6.sort_unstable_by_key(|(p, _)| *p);
 
         let w4: Vec<Ipv4Nlri> = v4
             .iter()
@@ -333,48 +343,44 @@ impl UpdateGroup {
         }
 
         // Announcements, grouped by exported attribute set (interned: pointer identity).
-        let mut by_attrs: Vec<(Arc<PathAttrs>, Vec<Prefix>)> = Vec::new();
+        type Group = (Arc<PathAttrs>, Vec<Ipv4Nlri>, Vec<Ipv6Nlri>);
+        let mut by_attrs: Vec<Group> = Vec::new();
         let mut index: FastMap<usize, usize> = FastMap::default();
-        let announced = v4
-            .into_iter()
-            .filter_map(|(p, a)| a.map(|a| (Prefix::V4(p), a)))
-            .chain(
-                v6.into_iter()
-                    .filter_map(|(p, a)| a.map(|a| (Prefix::V6(p), a))),
-            );
-        for (p, a) in announced {
+        let mut slot = |a: Arc<PathAttrs>, store: &mut AttrStore| -> usize {
             let k = Arc::as_ptr(&a) as usize;
             match index.get(&k) {
                 Some(&i) => {
-                    by_attrs[i].1.push(p);
-                    self.store.release(a);
+                    store.release(a);
+                    i
                 }
                 None => {
                     index.insert(k, by_attrs.len());
-                    by_attrs.push((a, vec![p]));
+                    by_attrs.push((a, Vec::new(), Vec::new()));
+                    by_attrs.len() - 1
                 }
             }
+        };
+        let mut groups_v4: Vec<(usize, Ipv4Nlri)> = Vec::with_capacity(v4.len());
+        for (p, a) in v4 {
+            if let Some(a) = a {
+                groups_v4.push((slot(a, &mut self.store), Ipv4Nlri::new(p)));
+            }
         }
-        for (attrs, prefixes) in by_attrs {
+        let mut groups_v6: Vec<(usize, Ipv6Nlri)> = Vec::with_capacity(v6.len());
+        for (p, a) in v6 {
+            if let Some(a) = a {
+                groups_v6.push((slot(a, &mut self.store), Ipv6Nlri::new(p)));
+            }
+        }
+        for (i, n) in groups_v4 {
+            by_attrs[i].1.push(n);
+        }
+        for (i, n) in groups_v6 {
+            by_attrs[i].2.push(n);
+        }
+        for (attrs, n4, n6) in by_attrs {
             let include_lp = self.key.target.peer_type.is_ibgp();
             let base_attrs = attrs.to_wire(self.key.four_octet_as, include_lp);
-            let (p4, p6): (Vec<Prefix>, Vec<Prefix>) = prefixes
-                .into_iter()
-                .partition(|p| matches!(p, Prefix::V4(_)));
-            let n4: Vec<Ipv4Nlri> = p4
-                .iter()
-                .filter_map(|p| match p {
-                    Prefix::V4(x) => Some(Ipv4Nlri::new(*x)),
-                    Prefix::V6(_) => None,
-                })
-                .collect();
-            let n6: Vec<Ipv6Nlri> = p6
-                .iter()
-                .filter_map(|p| match p {
-                    Prefix::V6(x) => Some(Ipv6Nlri::new(*x)),
-                    Prefix::V4(_) => None,
-                })
-                .collect();
             if !n4.is_empty() {
                 match attrs.next_hop {
                     NextHop::V4(nh) => {
@@ -544,23 +550,26 @@ impl UpdateGroups {
             None => (None, key),
         };
         let mut scratch = UpdateGroup::new(scratch_key, scratch_policy);
+        // Prefixes are unique here: straight into vectors, no queue, no sort.
+        let mut v4 = Vec::new();
         if scratch.key.ipv4 {
             for (p, best) in rib.v4().iter_best() {
-                let a = scratch.export(Prefix::V4(*p), best, rib);
-                if a.is_some() {
-                    scratch.enqueue(Prefix::V4(*p), a);
+                if let Some(a) = scratch.export(Prefix::V4(*p), best, rib) {
+                    v4.push((*p, Some(a)));
                 }
             }
         }
+        let mut v6 = Vec::new();
         if scratch.key.ipv6 {
             for (p, best) in rib.v6().iter_best() {
-                let a = scratch.export(Prefix::V6(*p), best, rib);
-                if a.is_some() {
-                    scratch.enqueue(Prefix::V6(*p), a);
+                if let Some(a) = scratch.export(Prefix::V6(*p), best, rib) {
+                    v6.push((*p, Some(a)));
                 }
             }
         }
-        let updates = scratch.drain()?;
+        let updates = scratch.pack(v4, v6)?;
+        scratch.cache.clear();
+        scratch.store.purge();
         if let Some(g) = self.groups.get_mut(&id) {
             g.members.insert(peer);
         }
