@@ -132,6 +132,16 @@ impl Frr {
             .to_string())
     }
 
+    /// Waits until the session with `peer` is Established, or fails with bgpd's log.
+    pub fn wait_established(&self, peer: &str, timeout: Duration) -> Result<()> {
+        wait_until(
+            &format!("FRR session with {peer} to be Established"),
+            timeout,
+            || Ok(self.peer_state(peer)? == "Established"),
+            || self.bgpd.log_tail(30),
+        )
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -204,6 +214,23 @@ impl Bird {
         run(&mut c)
     }
 
+    /// The BGP state BIRD reports for protocol `name` (`Established`, `Active`, `Connect`...).
+    pub fn bgp_state(&self, name: &str) -> Result<String> {
+        let out = self.birdc(&format!("show protocols all {name}"))?;
+        parse_bird_bgp_state(&out)
+            .ok_or_else(|| LabError::Invalid(format!("no BGP state for {name} in: {out}")))
+    }
+
+    /// Waits until BGP protocol `name` is Established, or fails with BIRD's log.
+    pub fn wait_established(&self, name: &str, timeout: Duration) -> Result<()> {
+        wait_until(
+            &format!("BIRD protocol {name} to be Established"),
+            timeout,
+            || Ok(self.bgp_state(name).is_ok_and(|s| s == "Established")),
+            || self.process.log_tail(30),
+        )
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -211,6 +238,20 @@ impl Bird {
     pub fn log(&self) -> String {
         self.process.log_tail(200)
     }
+}
+
+/// `BGP state:          Established` in `birdc show protocols all`.
+fn parse_bird_bgp_state(out: &str) -> Option<String> {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("BGP state:"))
+        .map(|s| s.trim().to_string())
+}
+
+/// `BGP state = ESTABLISHED, up for ...` in `gobgp neighbor <addr>`.
+fn parse_gobgp_state(out: &str) -> Option<String> {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("BGP state ="))
+        .map(|s| s.split(',').next().unwrap_or(s).trim().to_ascii_lowercase())
 }
 
 /// GoBGP's `gobgpd` in one namespace, its gRPC API on the namespace's own loopback.
@@ -272,6 +313,23 @@ impl Gobgp {
         .arg(self.api_port.to_string())
         .args(args);
         run(&mut c)
+    }
+
+    /// The session state GoBGP reports for `neighbor`, lower case (`established`, `active`...).
+    pub fn peer_state(&self, neighbor: &str) -> Result<String> {
+        let out = self.gobgp(&["neighbor", neighbor])?;
+        parse_gobgp_state(&out)
+            .ok_or_else(|| LabError::Invalid(format!("no state for {neighbor} in: {out}")))
+    }
+
+    /// Waits until the session with `neighbor` is established, or fails with gobgpd's log.
+    pub fn wait_established(&self, neighbor: &str, timeout: Duration) -> Result<()> {
+        wait_until(
+            &format!("GoBGP session with {neighbor} to be established"),
+            timeout,
+            || Ok(self.peer_state(neighbor)? == "established"),
+            || self.process.log_tail(30),
+        )
     }
 
     /// `gobgp ... -j` parsed as JSON.
@@ -348,13 +406,11 @@ mod tests {
 "#,
         )
         .unwrap();
-        wait_until(
-            "FRR <-> GoBGP Established",
-            Duration::from_secs(40),
-            || Ok(frr.peer_state("10.88.0.2")? == "Established"),
-            || format!("FRR:\n{}\nGoBGP:\n{}", frr.bgpd_log(), gobgp.log()),
-        )
-        .unwrap();
+        frr.wait_established("10.88.0.2", Duration::from_secs(40))
+            .unwrap();
+        gobgp
+            .wait_established("10.88.0.1", Duration::from_secs(10))
+            .unwrap();
         wait_until(
             "GoBGP to learn 192.0.2.0/24",
             Duration::from_secs(20),
@@ -366,6 +422,22 @@ mod tests {
             .vtysh_json("show bgp ipv4 unicast summary json")
             .unwrap();
         assert_eq!(summary["as"], 4_200_000_001u64);
+    }
+
+    #[test]
+    fn state_parsers() {
+        let bird = "peer1      BGP        ---        up     12:00:00.000  Established\n  \
+                    BGP state:          Established\n    Neighbor address: 10.0.0.2\n";
+        assert_eq!(parse_bird_bgp_state(bird).as_deref(), Some("Established"));
+        assert_eq!(parse_bird_bgp_state("nothing"), None);
+        let gobgp = "BGP neighbor is 10.9.9.9, remote AS 65002\n  BGP version 4\n  \
+                     BGP state = ESTABLISHED, up for 00:00:03\n";
+        assert_eq!(parse_gobgp_state(gobgp).as_deref(), Some("established"));
+        assert_eq!(
+            parse_gobgp_state("  BGP state = ACTIVE\n").as_deref(),
+            Some("active")
+        );
+        assert_eq!(parse_gobgp_state(""), None);
     }
 
     #[test]
@@ -389,6 +461,43 @@ mod tests {
         );
         let routes = bird.birdc("show route").unwrap();
         assert!(routes.contains("198.51.100.0/24"), "{routes}");
+    }
+
+    #[test]
+    fn bird_and_frr_establish_and_exchange_a_route() {
+        if skip_unless_root_and(&["bird", "birdc", Frr::BGPD, Frr::ZEBRA, "vtysh"]) {
+            return;
+        }
+        let (a, b) = pair();
+        let bird = Bird::start(
+            &a,
+            "router id 10.88.0.1;\nprotocol device {}\n\
+             protocol static s4 { ipv4; route 198.51.100.0/24 blackhole; }\n\
+             protocol bgp frr { local 10.88.0.1 as 65001; neighbor 10.88.0.2 as 4200000009;\n\
+               direct; connect retry time 1; ipv4 { import all; export all; }; }\n",
+        )
+        .unwrap();
+        let frr = Frr::start(
+            &b,
+            &frr_conf(4_200_000_009, "10.88.0.1", 65001, "192.0.2.0/24"),
+        )
+        .unwrap();
+        bird.wait_established("frr", Duration::from_secs(40))
+            .unwrap();
+        frr.wait_established("10.88.0.1", Duration::from_secs(10))
+            .unwrap();
+        wait_until(
+            "each side to learn the other's route",
+            Duration::from_secs(20),
+            || {
+                Ok(bird.birdc("show route")?.contains("192.0.2.0/24")
+                    && frr
+                        .vtysh("show bgp ipv4 unicast")?
+                        .contains("198.51.100.0/24"))
+            },
+            String::new,
+        )
+        .unwrap();
     }
 
     #[test]
