@@ -9,6 +9,26 @@
 //!   its own runtime directory, waited on until it answers its control socket, and queried
 //!   through its own CLI.
 //!
+//! ```no_run
+//! use std::time::Duration;
+//! use tabby_netlab::{Frr, Netns, in_netns, skip_unless_root_and};
+//!
+//! # fn main() -> tabby_netlab::Result<()> {
+//! if skip_unless_root_and(&[Frr::BGPD, Frr::ZEBRA, "vtysh"]) {
+//!     return Ok(());
+//! }
+//! let (router, us) = (Netns::new()?, Netns::new()?);
+//! router.veth_to("eth0", &us, "eth0")?;
+//! router.add_addr("eth0", "10.0.0.1/30")?;
+//! us.add_addr("eth0", "10.0.0.2/30")?;
+//! let frr = Frr::start(&router, "router bgp 65001\n neighbor 10.0.0.2 remote-as 65002\n")?;
+//! // Our side of the session lives in `us`; the socket stays there.
+//! let listener = in_netns(&us, || std::net::TcpListener::bind("10.0.0.2:179"))?;
+//! # let _ = (listener, frr.wait_established("10.0.0.2", Duration::from_secs(30)));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! It owns only what it creates (namespaces named `tabby-t-<pid>-<n>`, processes it spawned,
 //! temporary directories); it never touches the root namespace's links, addresses or routes.
 
