@@ -369,6 +369,30 @@ fn decode_target_smoke() {
     );
 }
 
+/// `TABBY_FUZZ_SEEDS=DIR cargo test -p tabby-bgp --test wire_fuzz_smoke` writes the seed
+/// messages as starting corpora for `cargo fuzz` (see bgp/fuzz/README.md).
+#[test]
+fn write_seed_corpus_on_request() {
+    let Some(dir) = std::env::var_os("TABBY_FUZZ_SEEDS") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let seeds = seeds();
+    let decode_dir = dir.join("decode_message");
+    let framer_dir = dir.join("framer");
+    std::fs::create_dir_all(&decode_dir).unwrap();
+    std::fs::create_dir_all(&framer_dir).unwrap();
+    let mut stream = vec![0u8, 200];
+    for (i, (cx, b)) in seeds.iter().enumerate() {
+        let mut input = vec![context_byte(cx)];
+        input.extend_from_slice(b);
+        std::fs::write(decode_dir.join(format!("seed-{i:02}")), &input).unwrap();
+        stream.extend_from_slice(b);
+    }
+    std::fs::write(framer_dir.join("seed-stream"), &stream).unwrap();
+    eprintln!("wrote {} seeds to {}", seeds.len() + 1, dir.display());
+}
+
 #[test]
 fn framer_target_smoke() {
     let seeds = seeds();
