@@ -17,13 +17,27 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
     let p: json_patch::Patch = serde_json::from_value(patch.clone())
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-    json_patch::patch(target, &p).map_err(|e| {
-        let mut err = ApiError::invalid("", "", "", Vec::new());
-        err.message =
-            format!("the server rejected our request due to an error in our request: {e}");
-        err.details = None;
-        err
-    })
+    // Operations run one by one on a copy, so a failure leaves the target untouched. As in the
+    // real server's JSON patch library, `test` of a missing path against `null` succeeds (kube's
+    // finalizer helper relies on it).
+    let mut work = target.clone();
+    for op in p.0 {
+        if let json_patch::PatchOperation::Test(t) = &op
+            && t.value.is_null()
+            && work.pointer(&t.path.to_string()).is_none()
+        {
+            continue;
+        }
+        json_patch::patch(&mut work, &[op]).map_err(|e| {
+            let mut err = ApiError::invalid("", "", "", Vec::new());
+            err.message =
+                format!("the server rejected our request due to an error in our request: {e}");
+            err.details = None;
+            err
+        })?;
+    }
+    *target = work;
+    Ok(())
 }
 
 /// Merge keys of the lists our components and kubectl patch strategically

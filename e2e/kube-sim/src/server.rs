@@ -612,7 +612,7 @@ fn list(state: &State, rt: &ResourceType, req: &ApiRequest) -> Result<Response, 
                 })?;
             let t: ContinueToken = serde_json::from_slice(&bytes)
                 .map_err(|_| ApiError::bad_request("continue key is not valid"))?;
-            if t.rv <= state.compacted_through && t.rv < state.rv {
+            if t.rv < state.compacted_through {
                 return Err(ApiError::expired(
                     "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
                 ));

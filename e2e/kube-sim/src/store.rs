@@ -182,8 +182,11 @@ impl State {
         let _ = self.events.send(ev);
     }
 
-    /// Drops the whole history: every watch from an older resourceVersion now gets 410.
+    /// Drops the whole history and moves the resourceVersion past it, so that every watch from a
+    /// version issued before the compaction (including the latest one) gets 410 on reconnect.
+    /// The resourceVersion skips one value, which clients must tolerate anyway (it is global).
     pub fn compact(&mut self) {
+        self.rv += 1;
         self.history.clear();
         self.compacted_through = self.rv;
     }
@@ -264,7 +267,10 @@ mod tests {
         assert_eq!(ev.iter().map(|e| e.rv).collect::<Vec<_>>(), vec![3, 4, 5]);
         assert_eq!(s.since(5).unwrap().len(), 0);
         s.compact();
-        assert!(s.since(4).is_none());
-        assert!(s.since(5).is_some());
+        assert!(
+            s.since(5).is_none(),
+            "the latest version before compaction is gone too"
+        );
+        assert!(s.since(6).is_some());
     }
 }
