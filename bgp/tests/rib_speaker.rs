@@ -874,3 +874,42 @@ fn export_encodings_two_octet_as_ipv6_and_extended_next_hop() {
     assert_eq!(families, vec![Family::IPV6_UNICAST]);
     assert!(dump.iter().all(|u| u.nlri.is_empty()));
 }
+
+#[test]
+fn oversized_attributes_skip_only_their_routes() {
+    // A peer with extended messages (RFC 8654) sends 1500 communities (6000 octets); a member
+    // without extended messages cannot receive that route, but gets the others.
+    let mut r = rib();
+    let src = peer(2, PeerType::Ibgp, LOCAL_AS);
+    r.add_peer(src.clone(), None, None).unwrap();
+    let many: Vec<Community> = (0..1500u32)
+        .map(|i| Community::new(65000, i as u16))
+        .collect();
+    r.receive(
+        src.id,
+        &announce(
+            &["10.1.0.0/24"],
+            [192, 0, 2, 2],
+            &[],
+            vec![AttributeValue::Communities(many)],
+        ),
+        &cx(),
+    )
+    .unwrap();
+    r.receive(
+        src.id,
+        &announce(&["10.2.0.0/24"], [192, 0, 2, 2], &[], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    let mut g = UpdateGroups::new();
+    let k = key(PeerType::RrClient, LOCAL_AS, None);
+    let (_, dump) = g.join(PeerId(9), k.clone(), None, &r).unwrap();
+    let nlri: Vec<Ipv4Nlri> = dump.iter().flat_map(|u| u.nlri.clone()).collect();
+    assert_eq!(nlri, vec![Ipv4Nlri::new(p4("10.2.0.0/24"))]);
+    // With extended messages it fits.
+    let mut kx = k.clone();
+    kx.extended_message = true;
+    let (_, dump) = g.join(PeerId(10), kx, None, &r).unwrap();
+    assert_eq!(dump.iter().map(|u| u.nlri.len()).sum::<usize>(), 2);
+}

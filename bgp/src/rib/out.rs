@@ -314,7 +314,7 @@ impl UpdateGroup {
             .map(|(p, _)| Ipv4Nlri::new(*p))
             .collect();
         let base = encoded_len(&Update::default(), &cx)?;
-        for chunk in pack(&w4, |n| nlri_len(n.prefix.len()), max - base) {
+        for chunk in pack(&w4, |n| nlri_len(n.prefix.len()), max.saturating_sub(base)) {
             out.push(Update {
                 withdrawn: chunk.to_vec(),
                 ..Update::default()
@@ -337,7 +337,7 @@ impl UpdateGroup {
             };
             // +1: the attribute may need the 2-octet extended length once it grows.
             let base = encoded_len(&mk(Vec::new()), &cx)? + 1;
-            for chunk in pack(&w6, |n| nlri_len(n.prefix.len()), max - base) {
+            for chunk in pack(&w6, |n| nlri_len(n.prefix.len()), max.saturating_sub(base)) {
                 out.push(mk(chunk.to_vec()));
             }
         }
@@ -393,9 +393,10 @@ impl UpdateGroup {
                                 ..Update::default()
                             }
                         };
-                        let base = encoded_len(&mk(Vec::new()), &cx)?;
-                        for chunk in pack(&n4, |n| nlri_len(n.prefix.len()), max - base) {
-                            out.push(mk(chunk.to_vec()));
+                        if let Some(room) = room_for(&mk(Vec::new()), &cx, max, 0) {
+                            for chunk in pack(&n4, |n| nlri_len(n.prefix.len()), room) {
+                                out.push(mk(chunk.to_vec()));
+                            }
                         }
                     }
                     NextHop::V6 { global, link_local } => {
@@ -406,9 +407,10 @@ impl UpdateGroup {
                                 MpNlri::Ipv4Unicast(nlri),
                             )
                         };
-                        let base = encoded_len(&mk(Vec::new()), &cx)? + 1;
-                        for chunk in pack(&n4, |n| nlri_len(n.prefix.len()), max - base) {
-                            out.push(mk(chunk.to_vec()));
+                        if let Some(room) = room_for(&mk(Vec::new()), &cx, max, 1) {
+                            for chunk in pack(&n4, |n| nlri_len(n.prefix.len()), room) {
+                                out.push(mk(chunk.to_vec()));
+                            }
                         }
                     }
                 }
@@ -423,9 +425,10 @@ impl UpdateGroup {
                         MpNlri::Ipv6Unicast(nlri),
                     )
                 };
-                let base = encoded_len(&mk(Vec::new()), &cx)? + 1;
-                for chunk in pack(&n6, |n| nlri_len(n.prefix.len()), max - base) {
-                    out.push(mk(chunk.to_vec()));
+                if let Some(room) = room_for(&mk(Vec::new()), &cx, max, 1) {
+                    for chunk in pack(&n6, |n| nlri_len(n.prefix.len()), room) {
+                        out.push(mk(chunk.to_vec()));
+                    }
                 }
             }
             self.store.release(attrs);
@@ -457,6 +460,31 @@ fn encoded_len(u: &Update, cx: &DecodeContext) -> Result<usize, EncodeError> {
     let mut b = BytesMut::new();
     Message::Update(u.clone()).encode(cx, &mut b)?;
     Ok(b.len())
+}
+
+/// Octets left for NLRI once the UPDATE without NLRI (`slack` more for a length field that may
+/// grow) is accounted for. `None` when not even one NLRI fits or the attributes cannot be
+/// encoded for this session: such a route is not advertised here (logged), and the rest of the
+/// batch goes out as usual. Attributes come from peers, so this is input, not a bug.
+fn room_for(u: &Update, cx: &DecodeContext, max: usize, slack: usize) -> Option<usize> {
+    const LONGEST_NLRI: usize = 17;
+    match encoded_len(u, cx) {
+        Ok(len) => match max.checked_sub(len + slack) {
+            Some(room) if room >= LONGEST_NLRI => Some(room),
+            _ => {
+                tracing::warn!(
+                    attributes_len = len,
+                    max,
+                    "path attributes too long for this session's message size; routes not advertised"
+                );
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot encode path attributes for this session; routes not advertised");
+            None
+        }
+    }
 }
 
 /// Splits `items` into runs whose sizes sum to at most `room` (at least one item per run).
