@@ -206,6 +206,10 @@ fn decodes_a_session_from_an_sll2_pcap() {
         err.contains("10.0.0.1:40000 -> 10.0.0.2:179: 3 messages (1 KEEPALIVE, 1 OPEN, 1 UPDATE)"),
         "{err}"
     );
+    // The same capture piped through stdin decodes the same way.
+    let piped = run(&["-"], Some(&std::fs::read(&path).unwrap()));
+    assert!(piped.status.success());
+    assert_eq!(lines(&piped), msgs);
     // --pretty prints the same objects over several lines.
     let pretty = run(&["--pretty", path.to_str().unwrap()], None);
     assert!(pretty.status.success());
