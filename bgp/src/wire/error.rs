@@ -197,7 +197,7 @@ pub struct AttributeError {
 
 /// Why a message could not be encoded. These are caller bugs or limits of the wire format, never
 /// caused by received bytes.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 pub enum EncodeError {
     #[error("{what} message is {len} octets, more than the maximum {max}")]
     MessageTooLong {

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use super::error::MessageError;
 use super::header::{self, HEADER_LEN, MAX_MESSAGE_LEN};
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Framer {
     buf: BytesMut,
     max_len: usize,

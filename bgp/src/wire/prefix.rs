@@ -11,7 +11,7 @@ use std::str::FromStr;
 use serde::{Serialize, Serializer};
 
 /// Why a prefix could not be built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 pub enum PrefixError {
     #[error("prefix length {len} exceeds {max}")]
     LengthTooLong { len: u8, max: u8 },
