@@ -1,0 +1,524 @@
+//! The running controller: caches, leader election, the reconcile loop and Events.
+//!
+//! Design (reflectors + one level-triggered loop rather than `kube::runtime::Controller`): the
+//! decisions are cluster-wide (carving must see every block, overlap every pool, GC every pod),
+//! so each pass plans from whole caches of Nodes, Pods, IPPools and IPAMBlocks kept by
+//! reflectors. Any watch event wakes the loop (debounced by [`DEBOUNCE`]); a timer runs a pass
+//! every `--resync` seconds anyway, which drives time-based decisions (GC grace, cooldown,
+//! reclaim age). A dropped watch or an API server restart makes the reflector re-list; the next
+//! pass sees the result.
+//!
+//! Leader election: `kube-lease-manager` on a `coordination.k8s.io/v1` Lease. Only the leader
+//! writes, and leadership is re-checked before every single write, so a replica that loses the
+//! lease stops at the next write. The GC memory ([`GcTracker`]) is dropped whenever this replica
+//! is not leading, so a new leader waits a full grace period before collecting anything.
+//!
+//! Owns: the caches, the loop, the mapping from actions to writes, Events and metric values.
+//! Must not decide allocation (that is `crate::plan` and `tabby_api::ipam`).
+
+use std::collections::BTreeMap;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use tabby_api::ipam::IpamConfig;
+use tabby_api::ipam::node::GcTracker;
+use tabby_api::ipam::pool::POOL_ANNOTATION;
+use tabby_api::v1alpha1::{IPAMBlock, IPPool};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::config::Args;
+use crate::metrics::{Health, Metrics, PoolLabel, PoolState, Role};
+use crate::plan::{
+    Action, DeleteWhy, NodeInfo, ObjectKind, PodInfo, ReleaseWhy, Snapshot, Warning, plan_pass,
+    planned_block,
+};
+use crate::write::{self, Outcome};
+
+/// Wait after a watch event before a pass, so a burst of events makes one pass.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+/// How long the loop trusts its own recent writes over a cache that has not caught up.
+const OVERLAY_TTL: Duration = Duration::from_secs(30);
+/// A repeated Warning is raised again after this long.
+const WARNING_REPEAT: Duration = Duration::from_secs(600);
+/// Field manager / reporting controller name.
+pub const CONTROLLER_NAME: &str = "tabby-ipam-controller";
+
+/// Why the controller stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// Leader election could not start.
+    #[error("leader election on Lease {namespace}/{name}: {source}")]
+    Lease {
+        /// Lease namespace.
+        namespace: String,
+        /// Lease name.
+        name: String,
+        /// Cause.
+        source: kube_lease_manager::LeaseManagerError,
+    },
+    /// The leader election task ended (it only ends on an error it cannot recover from).
+    #[error("leader election on Lease {namespace}/{name} stopped")]
+    LeaseEnded {
+        /// Lease namespace.
+        namespace: String,
+        /// Lease name.
+        name: String,
+    },
+    /// A cache's writer went away before it synced.
+    #[error("the {0} cache stopped before it synced")]
+    CacheStopped(&'static str),
+}
+
+fn reflect<K>(api: Api<K>, notify: Arc<Notify>, what: &'static str) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(_) => notify.notify_one(),
+                Err(e) => warn!(cache = what, error = %e, "watch error; retrying with backoff"),
+            }
+        }
+    });
+    reader
+}
+
+/// Recent writes the caches may not show yet.
+#[derive(Default)]
+struct Overlay {
+    created: BTreeMap<String, (IPAMBlock, Instant)>,
+    deleted: BTreeMap<String, Instant>,
+}
+
+impl Overlay {
+    fn apply(&mut self, blocks: &mut Vec<IPAMBlock>) {
+        let now = Instant::now();
+        let names: std::collections::BTreeSet<String> = blocks
+            .iter()
+            .filter_map(|b| b.metadata.name.clone())
+            .collect();
+        self.created
+            .retain(|n, (_, t)| !names.contains(n) && now.duration_since(*t) < OVERLAY_TTL);
+        self.deleted
+            .retain(|n, t| names.contains(n) && now.duration_since(*t) < OVERLAY_TTL);
+        blocks.retain(|b| {
+            !self
+                .deleted
+                .contains_key(b.metadata.name.as_deref().unwrap_or_default())
+        });
+        blocks.extend(self.created.values().map(|(b, _)| b.clone()));
+    }
+}
+
+struct Caches {
+    nodes: Store<Node>,
+    pods: Store<Pod>,
+    pools: Store<IPPool>,
+    blocks: Store<IPAMBlock>,
+}
+
+impl Caches {
+    fn snapshot(&self, overlay: &mut Overlay) -> Snapshot {
+        let nodes = self
+            .nodes
+            .state()
+            .iter()
+            .filter_map(|n| {
+                Some(NodeInfo {
+                    name: n.metadata.name.clone()?,
+                    labels: n.metadata.labels.clone().unwrap_or_default(),
+                })
+            })
+            .collect();
+        let pods = self
+            .pods
+            .state()
+            .iter()
+            .filter_map(|p| {
+                Some(PodInfo {
+                    namespace: p.metadata.namespace.clone()?,
+                    name: p.metadata.name.clone()?,
+                    uid: p.metadata.uid.clone()?,
+                    node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
+                    pending: p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.phase.as_deref())
+                        .is_none_or(|ph| ph == "Pending"),
+                    pool_annotation: p
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(POOL_ANNOTATION).cloned()),
+                })
+            })
+            .collect();
+        let pools = self.pools.state().iter().map(|p| (**p).clone()).collect();
+        let mut blocks: Vec<IPAMBlock> =
+            self.blocks.state().iter().map(|b| (**b).clone()).collect();
+        overlay.apply(&mut blocks);
+        Snapshot {
+            nodes,
+            pods,
+            pools,
+            blocks,
+        }
+    }
+}
+
+fn reference(w: &Warning) -> ObjectReference {
+    let (api_version, kind) = match w.kind {
+        ObjectKind::Node => ("v1", "Node"),
+        ObjectKind::Pod => ("v1", "Pod"),
+        ObjectKind::IPPool => ("tabby.dev/v1alpha1", "IPPool"),
+        ObjectKind::IPAMBlock => ("tabby.dev/v1alpha1", "IPAMBlock"),
+    };
+    ObjectReference {
+        api_version: Some(api_version.into()),
+        kind: Some(kind.into()),
+        name: Some(w.name.clone()),
+        namespace: w.namespace.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+fn node_ref(node: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some(node.into()),
+        ..ObjectReference::default()
+    }
+}
+
+/// Runs the controller until leader election fails.
+pub async fn run(
+    client: Client,
+    args: Args,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> Result<(), ControllerError> {
+    let cfg = args.ipam();
+    let identity = args.identity();
+    let notify = Arc::new(Notify::new());
+    let caches = Caches {
+        nodes: reflect(Api::all(client.clone()), notify.clone(), "Node"),
+        pods: reflect(Api::all(client.clone()), notify.clone(), "Pod"),
+        pools: reflect(Api::all(client.clone()), notify.clone(), "IPPool"),
+        blocks: reflect(Api::all(client.clone()), notify.clone(), "IPAMBlock"),
+    };
+    health
+        .alive
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    health.set_role(Role::Starting);
+    for (what, ready) in [
+        ("Node", caches.nodes.wait_until_ready().await),
+        ("Pod", caches.pods.wait_until_ready().await),
+        ("IPPool", caches.pools.wait_until_ready().await),
+        ("IPAMBlock", caches.blocks.wait_until_ready().await),
+    ] {
+        ready.map_err(|_| ControllerError::CacheStopped(what))?;
+    }
+    info!(%identity, "caches synced; standing by for the lease");
+    health.set_role(Role::Standby);
+
+    let lease_err = |source| ControllerError::Lease {
+        namespace: args.lease_namespace.clone(),
+        name: args.lease_name.clone(),
+        source,
+    };
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&args.lease_namespace)
+        .with_identity(&identity)
+        .with_duration(args.lease_duration.max(1))
+        .with_grace(
+            args.lease_grace
+                .min(args.lease_duration.saturating_sub(1))
+                .max(1),
+        )
+        .with_field_manager(CONTROLLER_NAME)
+        .build()
+        .await
+        .map_err(lease_err)?;
+    let (mut leader, _lease_task) = manager.watch().await;
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: CONTROLLER_NAME.into(),
+            instance: Some(identity.clone()),
+        },
+    );
+    let mut exec = Executor {
+        client: client.clone(),
+        blocks: Api::all(client.clone()),
+        pools: Api::all(client),
+        recorder,
+        metrics: metrics.clone(),
+        warned: BTreeMap::new(),
+    };
+    let mut gc = GcTracker::default();
+    let mut overlay = Overlay::default();
+    let resync = Duration::from_secs(args.resync.max(1));
+    let mut was_leading = false;
+    loop {
+        tokio::select! {
+            _ = notify.notified() => tokio::time::sleep(DEBOUNCE).await,
+            _ = tokio::time::sleep(resync) => {}
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    metrics.leader.set(0);
+                    return Err(ControllerError::LeaseEnded {
+                        namespace: args.lease_namespace.clone(),
+                        name: args.lease_name.clone(),
+                    });
+                }
+            }
+        }
+        let leading = *leader.borrow();
+        if leading != was_leading {
+            info!(%identity, leading, "leadership changed");
+            was_leading = leading;
+        }
+        metrics.leader.set(i64::from(leading));
+        health.set_role(if leading { Role::Leader } else { Role::Standby });
+        if !leading {
+            gc = GcTracker::default();
+            overlay = Overlay::default();
+            continue;
+        }
+        let started = Instant::now();
+        let snap = caches.snapshot(&mut overlay);
+        let plan = plan_pass(&snap, &mut gc, Timestamp::now(), &cfg);
+        for (pool, f) in &plan.pools {
+            let l = |state: &str| PoolState {
+                pool: pool.clone(),
+                state: state.into(),
+            };
+            metrics
+                .blocks
+                .get_or_create(&PoolLabel { pool: pool.clone() })
+                .set(i64::try_from(f.blocks).unwrap_or(i64::MAX));
+            metrics
+                .addresses
+                .get_or_create(&l("used"))
+                .set(i64::try_from(f.used).unwrap_or(i64::MAX));
+            metrics
+                .addresses
+                .get_or_create(&l("free"))
+                .set(i64::try_from(f.free).unwrap_or(i64::MAX));
+        }
+        for action in plan.actions {
+            if !*leader.borrow() {
+                warn!(%identity, "lost the lease; stopping writes");
+                break;
+            }
+            exec.execute(action, &mut overlay, &cfg).await;
+        }
+        metrics
+            .reconcile_duration
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+struct Executor {
+    client: Client,
+    blocks: Api<IPAMBlock>,
+    pools: Api<IPPool>,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    warned: BTreeMap<Warning, Instant>,
+}
+
+impl Executor {
+    async fn event(&self, r: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, r).await {
+            debug!(error = %e, "publishing an Event failed");
+        }
+    }
+
+    async fn execute(&mut self, action: Action, overlay: &mut Overlay, _cfg: &IpamConfig) {
+        let result = match &action {
+            Action::CreateBlock(plan) => {
+                let r = write::create_block(&self.blocks, plan).await;
+                if let Ok(Outcome::Done) = r {
+                    self.metrics.assigned.inc();
+                    overlay
+                        .created
+                        .insert(plan.name.clone(), (planned_block(plan), Instant::now()));
+                    info!(block = %plan.name, node = %plan.node, pool = %plan.pool, "block assigned");
+                    self.event(
+                        &node_ref(&plan.node),
+                        EventType::Normal,
+                        "BlockAssigned",
+                        format!(
+                            "IPAMBlock {} ({}) from IPPool {}",
+                            plan.name, plan.cidr, plan.pool
+                        ),
+                    )
+                    .await;
+                }
+                r
+            }
+            Action::DeleteBlock {
+                name,
+                pool,
+                node,
+                resource_version,
+                why,
+            } => {
+                let r = write::delete_block(&self.blocks, name, resource_version).await;
+                if let Ok(Outcome::Done) = r {
+                    overlay.deleted.insert(name.clone(), Instant::now());
+                    let (reason, note) = match why {
+                        DeleteWhy::Orphan => {
+                            self.metrics.deleted.inc();
+                            (
+                                "BlockReleased",
+                                format!(
+                                    "empty IPAMBlock {name} of deleted node {node} deleted; its addresses return to IPPool {pool}"
+                                ),
+                            )
+                        }
+                        DeleteWhy::Drain => {
+                            self.metrics.deleted.inc();
+                            (
+                                "BlockReleased",
+                                format!(
+                                    "empty IPAMBlock {name} deleted: IPPool {pool} is being deleted"
+                                ),
+                            )
+                        }
+                        DeleteWhy::Reclaim { for_node } => {
+                            self.metrics.reclaimed.inc();
+                            self.event(
+                                &node_ref(for_node),
+                                EventType::Normal,
+                                "BlockReclaimed",
+                                format!("IPPool {pool} is exhausted: empty IPAMBlock {name} taken back from node {node} for this node"),
+                            )
+                            .await;
+                            (
+                                "BlockReclaimed",
+                                format!(
+                                    "IPPool {pool} is exhausted: empty IPAMBlock {name} taken back from this node for node {for_node}"
+                                ),
+                            )
+                        }
+                    };
+                    info!(block = %name, %node, %pool, reason, "block deleted");
+                    self.event(&node_ref(node), EventType::Normal, reason, note)
+                        .await;
+                }
+                r
+            }
+            Action::Release {
+                block,
+                ordinal,
+                handle,
+                pod,
+                why,
+            } => {
+                let r = write::release(
+                    &self.client,
+                    block,
+                    *ordinal,
+                    handle,
+                    pod.as_ref(),
+                    Timestamp::now(),
+                )
+                .await;
+                if let Ok(Outcome::Done) = r {
+                    let who = pod.as_ref().map_or_else(
+                        || format!("handle {handle}"),
+                        |p| format!("pod {}/{} (uid {})", p.namespace, p.name, p.uid),
+                    );
+                    let note = match why {
+                        ReleaseWhy::Gc => {
+                            self.metrics.gc_released.inc();
+                            format!(
+                                "ordinal {ordinal} of IPAMBlock {block} released: {who} is gone"
+                            )
+                        }
+                        ReleaseWhy::NodeGone => {
+                            self.metrics.node_gone_released.inc();
+                            format!(
+                                "ordinal {ordinal} of IPAMBlock {block} released: its node is deleted and {who} is gone"
+                            )
+                        }
+                    };
+                    info!(%block, ordinal, ?why, "allocation released");
+                    let r = ObjectReference {
+                        api_version: Some("tabby.dev/v1alpha1".into()),
+                        kind: Some("IPAMBlock".into()),
+                        name: Some(block.clone()),
+                        ..ObjectReference::default()
+                    };
+                    self.event(&r, EventType::Normal, "AddressReleased", note)
+                        .await;
+                }
+                r
+            }
+            Action::PoolFinalizer { pool, add } => {
+                write::pool_finalizer(&self.pools, pool, *add).await
+            }
+            Action::PoolStatus { pool, status } => {
+                write::pool_status(&self.pools, pool, status).await
+            }
+            Action::Warn(w) => {
+                let now = Instant::now();
+                let fresh = self
+                    .warned
+                    .get(w)
+                    .is_none_or(|t| now.duration_since(*t) >= WARNING_REPEAT);
+                if fresh {
+                    warn!(object = %w.name, reason = w.reason, "{}", w.message);
+                    self.warned
+                        .retain(|_, t| now.duration_since(*t) < WARNING_REPEAT);
+                    self.warned.insert(w.clone(), now);
+                    self.event(
+                        &reference(w),
+                        EventType::Warning,
+                        w.reason,
+                        w.message.clone(),
+                    )
+                    .await;
+                }
+                Ok(Outcome::AlreadyDone)
+            }
+        };
+        match result {
+            Ok(Outcome::Skipped(why)) => debug!(?action, %why, "write skipped"),
+            Ok(_) => {}
+            Err(e) => {
+                self.metrics.reconcile_errors.inc();
+                warn!(error = %e, "write failed; retried next pass");
+            }
+        }
+    }
+}

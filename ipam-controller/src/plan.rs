@@ -1,0 +1,540 @@
+//! One reconcile pass as a pure function: from what the caches hold to the writes to make.
+//!
+//! Owns every decision of the controller: which node gets which block, which allocations are
+//! released (garbage collection, deleted nodes), which blocks are deleted (orphans, pool drain,
+//! reclaim), pool finalizers and pool status, and which Events to raise. It must not do I/O or
+//! read the clock: [`plan_pass`] takes a [`Snapshot`] and `now` and returns [`Action`]s, which
+//! `crate::write` carries out with compare-and-swap. The allocation rules themselves live in
+//! `tabby_api::ipam`; this module only strings them together.
+//!
+//! Level-triggered by design: each pass looks at the whole cluster state, so a missed watch
+//! event, a dropped watch or a controller restart costs at most one pass, never a stuck block.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use tabby_api::ipam::node::{self, BlockPlan, GcTracker, Plan, Scope};
+use tabby_api::ipam::pool::{self, POOL_ANNOTATION, Pool};
+use tabby_api::ipam::{Family, IpamConfig};
+use tabby_api::selector::Labels;
+use tabby_api::v1alpha1::ippool::CONDITION_ALLOCATABLE;
+use tabby_api::v1alpha1::{IPAMBlock, IPPool, IPPoolStatus, PodReference};
+use tabby_api::validation::join;
+
+/// Finalizer the controller puts on every IPPool, so a deleted pool stays until its blocks
+/// have drained.
+pub const POOL_FINALIZER: &str = "tabby.dev/ipam-controller";
+
+/// A node as the planner needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Node name.
+    pub name: String,
+    /// Node labels (matched against pool selectors).
+    pub labels: Labels,
+}
+
+/// A pod as the planner needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID.
+    pub uid: String,
+    /// `spec.nodeName`, when scheduled.
+    pub node: Option<String>,
+    /// `status.phase == "Pending"`.
+    pub pending: bool,
+    /// The `tabby.dev/ippools` annotation, when present.
+    pub pool_annotation: Option<String>,
+}
+
+/// Everything one pass looks at.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Every Node.
+    pub nodes: Vec<NodeInfo>,
+    /// Every Pod.
+    pub pods: Vec<PodInfo>,
+    /// Every IPPool.
+    pub pools: Vec<IPPool>,
+    /// Every IPAMBlock.
+    pub blocks: Vec<IPAMBlock>,
+}
+
+/// Why an allocation is released by the controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseWhy {
+    /// Its pod has been gone for the whole grace period.
+    Gc,
+    /// Its node was deleted and its pod is gone (or it had no pod).
+    NodeGone,
+}
+
+/// Why a block is deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeleteWhy {
+    /// Its node is gone and it holds nothing.
+    Orphan,
+    /// Its pool is being deleted and it holds nothing.
+    Drain,
+    /// Its pool is exhausted, it has been empty long enough, and `for_node` needs a block.
+    Reclaim {
+        /// The node waiting for a block.
+        for_node: String,
+    },
+}
+
+/// What kind of object an Event is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ObjectKind {
+    /// A Node.
+    Node,
+    /// An IPPool.
+    IPPool,
+    /// An IPAMBlock.
+    IPAMBlock,
+    /// A Pod (namespaced).
+    Pod,
+}
+
+/// A Warning Event the pass wants raised (the writer de-duplicates repeats).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Warning {
+    /// Kind of the object.
+    pub kind: ObjectKind,
+    /// Namespace (pods only).
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// What is wrong, naming the object and field.
+    pub message: String,
+}
+
+/// One write the pass decided on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Create this block (its name is derived from its CIDR, so a repeat fails with 409).
+    CreateBlock(BlockPlan),
+    /// Delete a block, only if it is still at `resource_version`.
+    DeleteBlock {
+        /// Block name.
+        name: String,
+        /// Its pool.
+        pool: String,
+        /// Its node.
+        node: String,
+        /// Precondition.
+        resource_version: String,
+        /// Why.
+        why: DeleteWhy,
+    },
+    /// Release one allocation, re-checked against a fresh read of the block and the pod.
+    Release {
+        /// Block name.
+        block: String,
+        /// Ordinal.
+        ordinal: u32,
+        /// Holder handle.
+        handle: String,
+        /// Its pod (re-checked by namespace/name/uid right before release).
+        pod: Option<PodReference>,
+        /// Why.
+        why: ReleaseWhy,
+    },
+    /// Add (`add`) or remove the pool finalizer.
+    PoolFinalizer {
+        /// Pool name.
+        pool: String,
+        /// Add or remove.
+        add: bool,
+    },
+    /// Write this pool status.
+    PoolStatus {
+        /// Pool name.
+        pool: String,
+        /// The status wanted.
+        status: IPPoolStatus,
+    },
+    /// Raise a Warning Event.
+    Warn(Warning),
+}
+
+/// Per-pool figures for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolFigures {
+    /// Blocks of the pool.
+    pub blocks: u64,
+    /// Addresses allocated.
+    pub used: u64,
+    /// Addresses free (in assigned and unassigned blocks, saturating).
+    pub free: u64,
+}
+
+/// The result of a pass.
+#[derive(Clone, Debug, Default)]
+pub struct PassPlan {
+    /// Writes, in the order to make them.
+    pub actions: Vec<Action>,
+    /// Figures per valid pool.
+    pub pools: BTreeMap<String, PoolFigures>,
+}
+
+fn node_warning(node: &str, reason: &'static str, message: String) -> Action {
+    Action::Warn(Warning {
+        kind: ObjectKind::Node,
+        namespace: None,
+        name: node.to_string(),
+        reason,
+        message,
+    })
+}
+
+/// Plans one pass. `gc` carries garbage-collection memory across passes.
+pub fn plan_pass(
+    snap: &Snapshot,
+    gc: &mut GcTracker,
+    now: Timestamp,
+    cfg: &IpamConfig,
+) -> PassPlan {
+    let mut out = PassPlan::default();
+    let actions = &mut out.actions;
+
+    // Pools: validate (external input), finalizers.
+    let mut pools: Vec<Pool> = Vec::new();
+    for p in &snap.pools {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let has_finalizer = p
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == POOL_FINALIZER);
+        match Pool::from_ippool(p) {
+            Ok(pool) => {
+                if !pool.terminating && !has_finalizer {
+                    actions.push(Action::PoolFinalizer {
+                        pool: name.clone(),
+                        add: true,
+                    });
+                }
+                pools.push(pool);
+            }
+            Err(errors) => {
+                actions.push(Action::Warn(Warning {
+                    kind: ObjectKind::IPPool,
+                    namespace: None,
+                    name: name.clone(),
+                    reason: "InvalidIPPool",
+                    message: format!("IPPool {name} is invalid and is ignored: {}", join(&errors)),
+                }));
+                // An invalid pool has no blocks we would carve; let its deletion through.
+                if p.metadata.deletion_timestamp.is_some() && has_finalizer {
+                    let owned = snap.blocks.iter().any(|b| b.spec.pool == name);
+                    if !owned {
+                        actions.push(Action::PoolFinalizer {
+                            pool: name,
+                            add: false,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    pools.sort_by(|a, b| a.name.cmp(&b.name));
+
+    // Blocks: validate; invalid ones still occupy their CIDR for carving but are never
+    // released from, deleted or reclaimed by the controller.
+    let mut valid: Vec<IPAMBlock> = Vec::new();
+    for b in &snap.blocks {
+        match b.validate() {
+            Ok(()) => valid.push(b.clone()),
+            Err(errors) => {
+                let name = b.metadata.name.clone().unwrap_or_default();
+                actions.push(Action::Warn(Warning {
+                    kind: ObjectKind::IPAMBlock,
+                    namespace: None,
+                    name: name.clone(),
+                    reason: "InvalidIPAMBlock",
+                    message: format!(
+                        "IPAMBlock {name} is invalid; left untouched: {}",
+                        join(&errors)
+                    ),
+                }));
+            }
+        }
+    }
+    let mut all_blocks: Vec<IPAMBlock> = snap.blocks.clone();
+
+    let live_nodes: BTreeSet<String> = snap.nodes.iter().map(|n| n.name.clone()).collect();
+    let live_uids: BTreeSet<String> = snap.pods.iter().map(|p| p.uid.clone()).collect();
+    let mut deleting: BTreeSet<String> = BTreeSet::new();
+    let delete = |b: &IPAMBlock, why: DeleteWhy| Action::DeleteBlock {
+        name: b.metadata.name.clone().unwrap_or_default(),
+        pool: b.spec.pool.clone(),
+        node: b.spec.node.clone(),
+        resource_version: b.metadata.resource_version.clone().unwrap_or_default(),
+        why,
+    };
+
+    // Deleted nodes: release allocations whose pod is gone, then delete empty blocks.
+    for b in valid.iter().filter(|b| !live_nodes.contains(&b.spec.node)) {
+        for a in b.status.iter().flat_map(|s| &s.allocations) {
+            if a.pod.as_ref().is_none_or(|p| !live_uids.contains(&p.uid)) {
+                actions.push(Action::Release {
+                    block: b.metadata.name.clone().unwrap_or_default(),
+                    ordinal: a.ordinal,
+                    handle: a.handle.clone(),
+                    pod: a.pod.clone(),
+                    why: ReleaseWhy::NodeGone,
+                });
+            }
+        }
+    }
+    for b in node::orphaned_empty_blocks(&valid, &live_nodes, now, cfg) {
+        if deleting.insert(b.metadata.name.clone().unwrap_or_default()) {
+            actions.push(delete(b, DeleteWhy::Orphan));
+        }
+    }
+
+    // Garbage collection on live nodes (dead nodes were handled above).
+    let on_live: Vec<IPAMBlock> = valid
+        .iter()
+        .filter(|b| live_nodes.contains(&b.spec.node))
+        .cloned()
+        .collect();
+    for c in gc.observe(&on_live, &live_uids, now, cfg) {
+        actions.push(Action::Release {
+            block: c.block,
+            ordinal: c.ordinal,
+            handle: c.handle,
+            pod: Some(c.pod),
+            why: ReleaseWhy::Gc,
+        });
+    }
+
+    // Terminating pools: delete their empty blocks; drop the finalizer once none is left.
+    for p in pools.iter().filter(|p| p.terminating) {
+        let mine: Vec<&IPAMBlock> = snap
+            .blocks
+            .iter()
+            .filter(|b| b.spec.pool == p.name)
+            .collect();
+        let mut left = 0usize;
+        for b in &mine {
+            let empty = b.status.as_ref().is_none_or(|s| {
+                s.allocations.is_empty()
+                    && s.released.iter().all(|r| {
+                        now.duration_since(r.time.0)
+                            >= k8s_openapi::jiff::SignedDuration::try_from(cfg.cooldown)
+                                .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX)
+                    })
+            });
+            let name = b.metadata.name.clone().unwrap_or_default();
+            if empty && valid.iter().any(|v| v.metadata.name == b.metadata.name) {
+                if deleting.insert(name) {
+                    actions.push(delete(b, DeleteWhy::Drain));
+                }
+            } else if !deleting.contains(&name) {
+                left += 1;
+            }
+        }
+        let has_finalizer = snap
+            .pools
+            .iter()
+            .find(|x| x.metadata.name.as_deref() == Some(p.name.as_str()))
+            .is_some_and(|x| {
+                x.metadata
+                    .finalizers
+                    .iter()
+                    .flatten()
+                    .any(|f| f == POOL_FINALIZER)
+            });
+        if mine.is_empty() && left == 0 && has_finalizer {
+            actions.push(Action::PoolFinalizer {
+                pool: p.name.clone(),
+                add: false,
+            });
+        }
+    }
+    all_blocks.retain(|b| !deleting.contains(b.metadata.name.as_deref().unwrap_or_default()));
+
+    // Nodes: a block per family on join, another below the mark, up to the cap; on-demand
+    // blocks of a pool that a pending pod on the node asks for.
+    let families: BTreeSet<Family> = pools.iter().map(Pool::family).collect();
+    let mut pool_names: BTreeSet<&str> = BTreeSet::new();
+    for p in &pools {
+        pool_names.insert(&p.name);
+    }
+    let mut nodes: Vec<&NodeInfo> = snap.nodes.iter().collect();
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut requests: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for pod in snap.pods.iter().filter(|p| p.pending) {
+        let (Some(node), Some(value)) = (&pod.node, &pod.pool_annotation) else {
+            continue;
+        };
+        match pool::parse_pool_annotation(value) {
+            Ok(names) => {
+                for name in names {
+                    requests.entry(node.as_str()).or_default().insert(name);
+                }
+            }
+            Err(e) => actions.push(Action::Warn(Warning {
+                kind: ObjectKind::Pod,
+                namespace: Some(pod.namespace.clone()),
+                name: pod.name.clone(),
+                reason: "InvalidPoolAnnotation",
+                message: format!("pod {}/{}: {e}", pod.namespace, pod.name),
+            })),
+        }
+    }
+    let mut reclaimed: BTreeSet<String> = BTreeSet::new();
+    for n in nodes {
+        let mut scopes: Vec<(Family, Option<String>)> =
+            families.iter().map(|f| (*f, None)).collect();
+        if let Some(names) = requests.get(n.name.as_str()) {
+            for name in names {
+                match pools.iter().find(|p| p.name == *name) {
+                    Some(p) => scopes.push((p.family(), Some(p.name.clone()))),
+                    None => actions.push(node_warning(
+                        &n.name,
+                        "UnknownIPPool",
+                        format!(
+                            "a pending pod on node {} asks for IPPool {name:?} ({POOL_ANNOTATION}), which does not exist or is invalid",
+                            n.name
+                        ),
+                    )),
+                }
+            }
+        }
+        for (family, requested) in scopes {
+            let scope = Scope {
+                node: &n.name,
+                family,
+                pool: requested.as_deref(),
+            };
+            match node::plan(&pools, &all_blocks, scope, &n.labels, now, cfg) {
+                Plan::Enough | Plan::AtCap => {}
+                Plan::Create(plan) => {
+                    all_blocks.push(planned_block(&plan));
+                    actions.push(Action::CreateBlock(plan));
+                }
+                Plan::NoPool => {
+                    let what = match &requested {
+                        Some(p) => format!(
+                            "IPPool {p} cannot serve node {} ({family}): it is disabled, terminating, overlapping another pool, or its nodeSelector does not match the node's labels",
+                            n.name
+                        ),
+                        None => format!(
+                            "no {family} IPPool serves node {}: every {family} pool is disabled, terminating, overlapping, or selects other nodes",
+                            n.name
+                        ),
+                    };
+                    actions.push(node_warning(&n.name, "NoIPPool", what));
+                }
+                Plan::Exhausted { pools: names } => {
+                    let scoped: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+                    let candidates: Vec<IPAMBlock> = valid
+                        .iter()
+                        .filter(|b| {
+                            scoped.contains(b.spec.pool.as_str())
+                                && b.spec.node != n.name
+                                && !reclaimed
+                                    .contains(b.metadata.name.as_deref().unwrap_or_default())
+                                && !deleting
+                                    .contains(b.metadata.name.as_deref().unwrap_or_default())
+                        })
+                        .cloned()
+                        .collect();
+                    match node::reclaim_candidates(&candidates, now, cfg).first() {
+                        Some(b) => {
+                            let name = b.metadata.name.clone().unwrap_or_default();
+                            reclaimed.insert(name.clone());
+                            actions.push(delete(
+                                b,
+                                DeleteWhy::Reclaim {
+                                    for_node: n.name.clone(),
+                                },
+                            ));
+                        }
+                        None => actions.push(node_warning(
+                            &n.name,
+                            "IPPoolExhausted",
+                            format!(
+                                "node {} needs a {family} block but IPPools {} are exhausted and no empty block has been held for {}s yet",
+                                n.name,
+                                names.join(","),
+                                cfg.reclaim_after.as_secs()
+                            ),
+                        )),
+                    }
+                }
+            }
+        }
+    }
+
+    // Pool status and figures (counted on the blocks as read, before this pass's writes).
+    let overlaps = pool::overlaps(&pools);
+    for p in &pools {
+        let usage = node::pool_usage(p, &valid);
+        out.pools.insert(
+            p.name.clone(),
+            PoolFigures {
+                blocks: usage.blocks_assigned,
+                used: usage.addresses_used,
+                free: usage.addresses_free,
+            },
+        );
+        let Some(obj) = snap
+            .pools
+            .iter()
+            .find(|x| x.metadata.name.as_deref() == Some(p.name.as_str()))
+        else {
+            continue;
+        };
+        let current = obj.status.clone().unwrap_or_default();
+        let mut status = current.clone();
+        let a = pool::allocatable(p, &overlaps, &usage);
+        pool::set_condition(
+            &mut status.conditions,
+            Condition {
+                type_: CONDITION_ALLOCATABLE.to_string(),
+                status: if a.allocatable { "True" } else { "False" }.to_string(),
+                reason: a.reason.to_string(),
+                message: a.message,
+                observed_generation: obj.metadata.generation,
+                last_transition_time: Time(now),
+            },
+        );
+        status.block_size = Some(p.block_prefix);
+        status.blocks_assigned = usage.blocks_assigned;
+        status.blocks_free = usage.blocks_free;
+        status.addresses_used = usage.addresses_used;
+        status.addresses_free = usage.addresses_free;
+        status.observed_generation = obj.metadata.generation;
+        if status != current {
+            out.actions.push(Action::PoolStatus {
+                pool: p.name.clone(),
+                status,
+            });
+        }
+    }
+    out
+}
+
+/// The block a [`BlockPlan`] will create, for later decisions in the same pass.
+pub fn planned_block(plan: &BlockPlan) -> IPAMBlock {
+    IPAMBlock::new(
+        &plan.name,
+        tabby_api::v1alpha1::IPAMBlockSpec {
+            cidr: plan.cidr.to_string(),
+            pool: plan.pool.clone(),
+            node: plan.node.clone(),
+        },
+    )
+}
