@@ -10,8 +10,10 @@ export CARGO_TERM_COLOR ?= never
 ## test: install what is missing, then format check, clippy and every test.
 test: deps fmt-check clippy unit-tests
 
+## deps: Debian packages (as root) and the pinned helm/kubectl binaries in .tools/bin.
 deps:
 	./scripts/install-deps.sh
+	./scripts/fetch-tools.sh
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
