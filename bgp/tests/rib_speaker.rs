@@ -913,3 +913,65 @@ fn oversized_attributes_skip_only_their_routes() {
     let (_, dump) = g.join(PeerId(10), kx, None, &r).unwrap();
     assert_eq!(dump.iter().map(|u| u.nlri.len()).sum::<usize>(), 2);
 }
+
+#[test]
+fn export_policy_change_and_route_refresh_without_reset() {
+    let mut r = rib();
+    let src = peer(2, PeerType::Ibgp, LOCAL_AS);
+    r.add_peer(src.clone(), None, None).unwrap();
+    r.receive(
+        src.id,
+        &announce(
+            &["10.1.0.0/24", "10.2.0.0/24", "10.3.0.0/24"],
+            [192, 0, 2, 2],
+            &[],
+            vec![],
+        ),
+        &cx(),
+    )
+    .unwrap();
+    drop(r.take_changes());
+    let mut g = UpdateGroups::new();
+    let k = key(PeerType::Ebgp, 65040, Some("out"));
+    let (_, dump) = g
+        .join(PeerId(40), k.clone(), Some(accept_all()), &r)
+        .unwrap();
+    assert_eq!(dump.iter().map(|u| u.nlri.len()).sum::<usize>(), 3);
+    // The new policy rejects 10.2/24 and sets a MED on 10.1/24; 10.3/24 is unchanged.
+    let cfg: PolicyConfig = serde_json::from_value(serde_json::json!({
+        "name": "out",
+        "rules": [
+            {"match": {"prefix": [{"prefix": "10.2.0.0/24"}]}, "then": "reject"},
+            {"match": {"prefix": [{"prefix": "10.1.0.0/24"}]}, "set": {"med": 77}, "then": "accept"},
+        ],
+        "default": "accept",
+    }))
+    .unwrap();
+    let pol = Arc::new(Policy::from_config(&cfg).unwrap());
+    assert_eq!(g.replace_export_policy("out", pol.clone(), &r), 1);
+    let batches = g.flush().unwrap();
+    assert_eq!(batches.len(), 1);
+    let ups = &batches[0].updates;
+    let withdrawn: Vec<Ipv4Nlri> = ups.iter().flat_map(|u| u.withdrawn.clone()).collect();
+    let announced: Vec<Ipv4Nlri> = ups.iter().flat_map(|u| u.nlri.clone()).collect();
+    assert_eq!(withdrawn, vec![Ipv4Nlri::new(p4("10.2.0.0/24"))]);
+    assert_eq!(
+        announced,
+        vec![Ipv4Nlri::new(p4("10.1.0.0/24"))],
+        "only what changed"
+    );
+    let with_med = ups.iter().find(|u| !u.nlri.is_empty()).unwrap();
+    assert_eq!(
+        with_med.attribute(4),
+        Some(&AttributeValue::MultiExitDisc(77))
+    );
+    // RFC 2918: a ROUTE-REFRESH gets the full current table for that member only.
+    let again = g.refresh(PeerId(40), &r).unwrap();
+    let mut all: Vec<String> = again
+        .iter()
+        .flat_map(|u| u.nlri.iter().map(|n| n.prefix.to_string()))
+        .collect();
+    all.sort();
+    assert_eq!(all, ["10.1.0.0/24", "10.3.0.0/24"]);
+    assert!(g.refresh(PeerId(41), &r).is_err());
+}

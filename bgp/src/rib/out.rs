@@ -462,6 +462,30 @@ fn encoded_len(u: &Update, cx: &DecodeContext) -> Result<usize, EncodeError> {
     Ok(b.len())
 }
 
+/// Every exportable best path for a group with this key and policy, packed. Goes through a
+/// scratch group so the shared queue is untouched and only the asking member receives it.
+fn dump(key: GroupKey, policy: Option<Arc<Policy>>, rib: &Rib) -> Result<Vec<Update>, EncodeError> {
+    let mut scratch = UpdateGroup::new(key, policy);
+    // Prefixes are unique here: straight into vectors, no queue, no sort.
+    let mut v4 = Vec::new();
+    if scratch.key.ipv4 {
+        for (p, best) in rib.v4().iter_best() {
+            if let Some(a) = scratch.export(Prefix::V4(*p), best, rib) {
+                v4.push((*p, Some(a)));
+            }
+        }
+    }
+    let mut v6 = Vec::new();
+    if scratch.key.ipv6 {
+        for (p, best) in rib.v6().iter_best() {
+            if let Some(a) = scratch.export(Prefix::V6(*p), best, rib) {
+                v6.push((*p, Some(a)));
+            }
+        }
+    }
+    scratch.pack(v4, v6)
+}
+
 /// Octets left for NLRI once the UPDATE without NLRI (`slack` more for a length field that may
 /// grow) is accounted for. `None` when not even one NLRI fits or the attributes cannot be
 /// encoded for this session: such a route is not advertised here (logged), and the rest of the
@@ -571,38 +595,67 @@ impl UpdateGroups {
                 id
             }
         };
-        // The dump goes through a scratch group with the same key, so the shared queue is
-        // untouched and the new member alone receives it.
-        let (scratch_policy, scratch_key) = match self.groups.get(&id) {
-            Some(g) => (g.policy.clone(), g.key.clone()),
-            None => (None, key),
+        let (dump_key, dump_policy) = match self.groups.get(&id) {
+            Some(g) => (g.key.clone(), g.policy.clone()),
+            None => (key, None),
         };
-        let mut scratch = UpdateGroup::new(scratch_key, scratch_policy);
-        // Prefixes are unique here: straight into vectors, no queue, no sort.
-        let mut v4 = Vec::new();
-        if scratch.key.ipv4 {
-            for (p, best) in rib.v4().iter_best() {
-                if let Some(a) = scratch.export(Prefix::V4(*p), best, rib) {
-                    v4.push((*p, Some(a)));
-                }
-            }
-        }
-        let mut v6 = Vec::new();
-        if scratch.key.ipv6 {
-            for (p, best) in rib.v6().iter_best() {
-                if let Some(a) = scratch.export(Prefix::V6(*p), best, rib) {
-                    v6.push((*p, Some(a)));
-                }
-            }
-        }
-        let updates = scratch.pack(v4, v6)?;
-        scratch.cache.clear();
-        scratch.store.purge();
+        let updates = dump(dump_key, dump_policy, rib)?;
         if let Some(g) = self.groups.get_mut(&id) {
             g.members.insert(peer);
         }
         self.member_of.insert(peer, id);
         Ok((id, updates))
+    }
+
+    /// The whole table again for one member: the answer to its ROUTE-REFRESH (RFC 2918 §4;
+    /// with enhanced route refresh, RFC 7313 §4, the caller brackets it with BoRR/EoRR).
+    pub fn refresh(&self, peer: PeerId, rib: &Rib) -> Result<Vec<Update>, GroupError> {
+        let id = self
+            .member_of
+            .get(&peer)
+            .ok_or(GroupError::NotMember(peer))?;
+        let Some(g) = self.groups.get(id) else {
+            return Err(GroupError::NotMember(peer));
+        };
+        Ok(dump(g.key.clone(), g.policy.clone(), rib)?)
+    }
+
+    /// A changed export policy, applied without resetting any session: every group using
+    /// `name` switches to `policy` and queues exactly the prefixes whose outbound attributes
+    /// (or exportability) changed. Returns how many groups were affected.
+    pub fn replace_export_policy(&mut self, name: &str, policy: Arc<Policy>, rib: &Rib) -> usize {
+        let mut affected = 0;
+        for g in self.groups.values_mut() {
+            if g.key.export_policy.as_deref() != Some(name) {
+                continue;
+            }
+            affected += 1;
+            let mut before = UpdateGroup::new(g.key.clone(), g.policy.take());
+            g.policy = Some(policy.clone());
+            g.cache.clear();
+            let mut diff = |g: &mut UpdateGroup, prefix: Prefix, best: &Path| {
+                let old = before.export(prefix, best, rib);
+                let new = g.export(prefix, best, rib);
+                // Different stores: compare by value.
+                if old.as_deref() != new.as_deref() {
+                    g.enqueue(prefix, new);
+                } else if let Some(a) = new {
+                    g.store.release(a);
+                }
+            };
+            if g.key.ipv4 {
+                for (p, best) in rib.v4().iter_best() {
+                    diff(g, Prefix::V4(*p), best);
+                }
+            }
+            if g.key.ipv6 {
+                for (p, best) in rib.v6().iter_best() {
+                    diff(g, Prefix::V6(*p), best);
+                }
+            }
+            g.cache.clear();
+        }
+        affected
     }
 
     /// Removes a peer (session down or peer deleted); an emptied group goes too.
