@@ -321,4 +321,80 @@ mod tests {
         assert_eq!(s.problems.len(), 1);
         assert_eq!(s.problems[0].frame, 1);
     }
+
+    mod robustness {
+        use super::*;
+        use crate::capture::messages::decode_streams;
+        use crate::wire::DecodeContext;
+        use proptest::prelude::*;
+
+        const LINKS: [u32; 10] = [0, 1, 101, 108, 113, 228, 229, 276, 147, 12345];
+
+        fn magic() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                Just(vec![0xa1, 0xb2, 0xc3, 0xd4]),
+                Just(vec![0xd4, 0xc3, 0xb2, 0xa1]),
+                Just(vec![0x4d, 0x3c, 0xb2, 0xa1]),
+                Just(vec![0x0a, 0x0d, 0x0d, 0x0a]),
+            ]
+        }
+
+        proptest! {
+            /// Files are untrusted input: any bytes after a valid magic number give frames or an
+            /// error, never a panic.
+            #[test]
+            fn any_capture_file_bytes(m in magic(), rest in proptest::collection::vec(any::<u8>(), 0..400)) {
+                let bytes = [m, rest].concat();
+                let _ = read_capture(&bytes);
+            }
+
+            /// Any frame bytes under any link type: a segment or a reason, never a panic; and
+            /// whatever comes out survives reassembly and BGP decoding.
+            #[test]
+            fn any_frames_through_the_whole_pipeline(
+                frames in proptest::collection::vec(
+                    (0usize..LINKS.len(), proptest::collection::vec(any::<u8>(), 0..200)),
+                    0..30,
+                ),
+            ) {
+                let frames: Vec<Frame> = frames
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (l, data))| Frame {
+                        number: i as u64 + 1,
+                        timestamp: None,
+                        link: LinkType::from_number(LINKS[l]),
+                        original_len: data.len() as u32,
+                        data,
+                    })
+                    .collect();
+                let streams = reassemble(&frames, |_| true);
+                let _ = decode_streams(&streams, &DecodeContext::default());
+            }
+
+            /// Arbitrary TCP segments of one flow (any sequence numbers, flags and payloads,
+            /// BGP-looking or not) reassemble and decode without panicking.
+            #[test]
+            fn any_segments_of_one_flow(
+                segs in proptest::collection::vec(
+                    (any::<u32>(), any::<bool>(), any::<bool>(), any::<bool>(),
+                     proptest::collection::vec(prop_oneof![Just(0xffu8), any::<u8>()], 0..120)),
+                    0..40,
+                ),
+            ) {
+                let frames: Vec<Frame> = segs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (seq, syn, fin, rst, payload))| {
+                        frame(i as u64 + 1, A, 40000, B, 179, *seq,
+                              &format!("{}{}{}", if *syn { "S" } else { "" },
+                                       if *fin { "F" } else { "" }, if *rst { "R" } else { "" }),
+                              payload)
+                    })
+                    .collect();
+                let streams = reassemble(&frames, bgp_only);
+                let _ = decode_streams(&streams, &DecodeContext::default());
+            }
+        }
+    }
 }
