@@ -482,3 +482,36 @@ async fn collision_we_with_higher_id_keep_ours() {
         "{seen:#?}"
     );
 }
+
+/// Both sides send a large batch at once through small pipes: writes must not block the
+/// session's reading, or the two would wait on each other forever.
+#[tokio::test(start_paused = true)]
+async fn large_batches_both_ways_do_not_deadlock() {
+    let (a, b, mut rx) = pair(90);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        wait_for(&mut rx, &mut seen, Duration::from_secs(60), |e| {
+            matches!(e.kind, SessionEventKind::Established(_))
+        })
+        .await;
+    }
+    const N: usize = 20_000; // 23 octets each: ~450 KiB per direction through 64 KiB pipes
+    let batch = vec![Update::end_of_rib(Family::IPV4_UNICAST); N];
+    a.commands.send(Command::Send(batch.clone())).await.unwrap();
+    b.commands.send(Command::Send(batch)).await.unwrap();
+    let mut got = std::collections::HashMap::new();
+    let done = timeout(Duration::from_secs(60), async {
+        while let Some(e) = rx.recv().await {
+            if let SessionEventKind::Update(_) = e.kind {
+                *got.entry(e.peer).or_insert(0usize) += 1;
+                if got.values().sum::<usize>() == 2 * N {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "received {got:?}");
+    assert_eq!(got.get(&A), Some(&N));
+    assert_eq!(got.get(&B), Some(&N));
+}

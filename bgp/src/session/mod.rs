@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -112,7 +113,10 @@ pub fn spawn(
 /// One open connection with its framer.
 struct Conn {
     rd: ReadHalf<Box<dyn connection::Stream>>,
-    wr: WriteHalf<Box<dyn connection::Stream>>,
+    /// To the connection's writer task, which writes in order, then closes the stream once
+    /// this sender is dropped and everything queued is out. Writing never blocks the session,
+    /// so two speakers sending large tables to each other cannot deadlock.
+    wr: mpsc::UnboundedSender<Bytes>,
     framer: Framer,
     direction: Direction,
     buf: Box<[u8]>,
@@ -126,9 +130,11 @@ struct Conn {
 impl Conn {
     fn new(c: Connection) -> Conn {
         let (rd, wr) = tokio::io::split(c.stream);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(wr, rx));
         Conn {
             rd,
-            wr,
+            wr: tx,
             framer: Framer::new(MAX_MESSAGE_LEN),
             direction: c.direction,
             buf: vec![0; READ_CHUNK].into_boxed_slice(),
@@ -137,15 +143,35 @@ impl Conn {
         }
     }
 
-    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.wr.write_all(bytes)).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "write blocked for 30 s",
-            )),
+    /// Queues `bytes`; fails once the writer has stopped (write error or timeout).
+    fn write(&self, bytes: Bytes) -> std::io::Result<()> {
+        self.wr.send(bytes).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "connection writer stopped")
+        })
+    }
+}
+
+/// Writes queued messages in order; on the first error or a write blocked for
+/// [`WRITE_TIMEOUT`] it stops (the session then sees its queue closed). When the session drops
+/// its sender, the rest of the queue is written and the stream shut down.
+async fn writer(
+    mut wr: WriteHalf<Box<dyn connection::Stream>>,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+) {
+    while let Some(b) = rx.recv().await {
+        match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&b)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!("write: {e}");
+                return;
+            }
+            Err(_) => {
+                debug!("write blocked for {WRITE_TIMEOUT:?}");
+                return;
+            }
         }
     }
+    let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
 }
 
 /// Reads once into the framer; pends forever without a connection. Returns bytes read.
@@ -330,7 +356,7 @@ impl Session {
                     }
                 }
                 if !out.is_empty() {
-                    self.write_main(&out).await;
+                    self.write_main(out.freeze()).await;
                     self.feed(Event::UpdateSent).await;
                 }
             }
@@ -339,7 +365,7 @@ impl Session {
                     return;
                 }
                 match Message::RouteRefresh(rr).to_bytes(&self.tx) {
-                    Ok(b) => self.write_main(&b).await,
+                    Ok(b) => self.write_main(b).await,
                     Err(e) => warn!(peer = %self.peer, "ROUTE-REFRESH not sent: {e}"),
                 }
                 self.drain().await;
@@ -382,12 +408,12 @@ impl Session {
                 self.feed(Event::TcpConnectionFails).await;
                 return;
             }
-            let mut conn = Conn::new(c);
+            let conn = Conn::new(c);
             let n = Cease::new(Cease::COLLISION_RESOLUTION).notification();
             if let Ok(b) = Message::Notification(n).to_bytes(&DecodeContext::default()) {
-                let _ = conn.write(&b).await;
+                // Dropping `conn` then closes it once the NOTIFICATION is out.
+                let _ = conn.write(b);
             }
-            let _ = conn.wr.shutdown().await;
             return;
         }
         if self.candidate.is_some() {
@@ -400,19 +426,18 @@ impl Session {
         if let Ok(b) =
             Message::Open(self.fsm.local_open().clone()).to_bytes(&DecodeContext::default())
         {
-            conn.open_sent = conn.write(&b).await.is_ok();
+            conn.open_sent = conn.write(b).is_ok();
         }
         self.candidate = Some(conn);
     }
 
     /// Closes the candidate connection with Cease / Connection Collision Resolution.
     async fn reject_candidate(&mut self) {
-        if let Some(mut c) = self.candidate.take() {
+        if let Some(c) = self.candidate.take() {
             let n = Cease::new(Cease::COLLISION_RESOLUTION).notification();
             if let Ok(b) = Message::Notification(n).to_bytes(&DecodeContext::default()) {
-                let _ = c.write(&b).await;
+                let _ = c.write(b);
             }
-            let _ = c.wr.shutdown().await;
         }
     }
 
@@ -549,11 +574,11 @@ impl Session {
         }
     }
 
-    async fn write_main(&mut self, bytes: &[u8]) {
+    async fn write_main(&mut self, bytes: Bytes) {
         let Some(c) = self.main.as_mut() else {
             return;
         };
-        if let Err(e) = c.write(bytes).await {
+        if let Err(e) = c.write(bytes) {
             debug!(peer = %self.peer, "write: {e}");
             self.queue.push_back(Event::TcpConnectionFails);
         }
@@ -561,7 +586,7 @@ impl Session {
 
     async fn send(&mut self, m: Message) {
         match m.to_bytes(&self.tx) {
-            Ok(b) => self.write_main(&b).await,
+            Ok(b) => self.write_main(b).await,
             Err(e) => warn!(peer = %self.peer, "cannot encode {:?}: {e}", m.message_type()),
         }
     }
@@ -631,9 +656,8 @@ impl Session {
                 if let Some(h) = self.connecting.take() {
                     h.abort();
                 }
-                if let Some(mut c) = self.main.take() {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), c.wr.shutdown()).await;
-                }
+                // The writer sends what is queued (a NOTIFICATION), then closes.
+                self.main = None;
             }
             Action::SendOpen => {
                 if self.main.as_ref().is_some_and(|c| c.open_sent) {
