@@ -9,12 +9,14 @@ fn header(len: u16, ty: u8) -> Vec<u8> {
     h
 }
 
+/// (case, max length, stream, NOTIFICATION code/subcode, data)
+type Case = (&'static str, usize, Vec<u8>, (u8, u8), Vec<u8>);
+
 #[test]
 fn header_errors_are_reported_as_soon_as_the_header_is_in() {
-    // (case, max, stream, NOTIFICATION code/subcode, data)
     let mut bad_marker = header(19, 4);
     bad_marker[0] = 0xfe;
-    let cases: Vec<(&str, usize, Vec<u8>, (u8, u8), Vec<u8>)> = vec![
+    let cases: Vec<Case> = vec![
         ("marker not all ones", 4096, bad_marker, (1, 1), vec![]),
         ("length 18", 4096, header(18, 4), (1, 2), vec![0, 18]),
         ("length 0", 4096, header(0, 4), (1, 2), vec![0, 0]),
