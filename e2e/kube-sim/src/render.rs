@@ -118,6 +118,84 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
     )
 }
 
+/// `/openapi/v3`: one entry per served group-version. The emulator publishes OpenAPI v3 only so
+/// far as clients need it to discover that the server validates fields itself (`fieldValidation`);
+/// it serves no schemas (see the README).
+pub fn openapi_v3_root(reg: &Registry) -> Value {
+    let mut paths = serde_json::Map::new();
+    for (group, versions) in reg.groups() {
+        for v in versions {
+            let key = if group.is_empty() {
+                format!("api/{v}")
+            } else {
+                format!("apis/{group}/{v}")
+            };
+            paths.insert(
+                key.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={}", reg_hash(reg))}),
+            );
+        }
+    }
+    json!({"paths": paths})
+}
+
+fn reg_hash(reg: &Registry) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for t in reg.all() {
+        t.gr.hash(&mut h);
+        for v in &t.versions {
+            v.name.hash(&mut h);
+        }
+    }
+    format!("{:016X}", h.finish())
+}
+
+/// `/openapi/v3/<api/v1 | apis/g/v>`: per resource, the object path with its PATCH operation
+/// tagged with `x-kubernetes-group-version-kind` and the `fieldValidation` query parameter, which
+/// is what kubectl checks before relying on server-side field validation.
+pub fn openapi_v3_group_version(reg: &Registry, group: &str, version: &str) -> Option<Value> {
+    let mut paths = serde_json::Map::new();
+    let prefix = if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    };
+    for t in reg
+        .all()
+        .filter(|t| t.gr.group == group && t.version(version).is_some())
+    {
+        let gvk = json!({"group": group, "version": version, "kind": t.kind});
+        let params = json!([
+            {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+            {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+            {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}}
+        ]);
+        let op = |id: &str| json!({"operationId": format!("{id}{}", t.kind), "parameters": params, "x-kubernetes-group-version-kind": gvk, "responses": {"200": {"description": "OK"}}});
+        let item = if t.namespaced {
+            format!(
+                "{prefix}/namespaces/{{namespace}}/{}/{{name}}",
+                t.gr.resource
+            )
+        } else {
+            format!("{prefix}/{}/{{name}}", t.gr.resource)
+        };
+        paths.insert(item, json!({"get": op("read"), "put": op("replace"), "patch": op("patch"), "delete": op("delete")}));
+        let coll = if t.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}", t.gr.resource)
+        } else {
+            format!("{prefix}/{}", t.gr.resource)
+        };
+        paths.insert(coll, json!({"get": op("list"), "post": op("create")}));
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": paths, "components": {"schemas": {}}}),
+    )
+}
+
 /// One step of a printer-column JSONPath.
 #[derive(Debug, PartialEq)]
 enum Step {

@@ -194,6 +194,10 @@ pub enum Route {
     Resources(String, String),
     /// `/healthz`, `/readyz`, `/livez`
     Health,
+    /// `/openapi/v3`
+    OpenApiRoot,
+    /// `/openapi/v3/api/v1`, `/openapi/v3/apis/<g>/<v>`
+    OpenApiGroupVersion(String, String),
     /// An object or collection.
     Resource(Target),
 }
@@ -209,6 +213,13 @@ pub fn route(path: &str) -> Option<Route> {
         ["version"] => return Some(Route::Version),
         ["healthz" | "readyz" | "livez", ..] => return Some(Route::Health),
         ["api"] => return Some(Route::CoreVersions),
+        ["openapi", "v3"] => return Some(Route::OpenApiRoot),
+        ["openapi", "v3", "api", v] => {
+            return Some(Route::OpenApiGroupVersion(String::new(), (*v).to_owned()));
+        }
+        ["openapi", "v3", "apis", g, v] => {
+            return Some(Route::OpenApiGroupVersion((*g).to_owned(), (*v).to_owned()));
+        }
         ["apis"] => return Some(Route::Groups),
         ["apis", g] => return Some(Route::Group((*g).to_owned())),
         ["api", v] => return Some(Route::Resources(String::new(), (*v).to_owned())),
@@ -427,6 +438,10 @@ fn discovery(shared: &Shared, route: Route) -> Response {
         Route::Groups => Some(render::group_list(&state.registry)),
         Route::Group(g) => render::group(&state.registry, &g),
         Route::Resources(g, v) => render::resource_list(&state.registry, &g, &v),
+        Route::OpenApiRoot => Some(render::openapi_v3_root(&state.registry)),
+        Route::OpenApiGroupVersion(g, v) => {
+            render::openapi_v3_group_version(&state.registry, &g, &v)
+        }
         Route::Resource(_) => None,
     };
     match v {
