@@ -253,7 +253,7 @@ fn best_path_stream_with_ecmp_next_hops() {
     r.receive(PeerId(1), &withdraw(&[pfx]), &cx()).unwrap();
     let ch = r.take_changes();
     assert_eq!(ch.v4.len(), 1);
-    assert_eq!(ch.v4[0].next_hops, vec![v([192, 0, 2, 2])]);
+    assert_eq!(ch.v4[0].next_hops[..], [v([192, 0, 2, 2])]);
     drop(ch);
     // Withdraw everything: empty next hops means "remove the kernel route".
     r.receive(PeerId(2), &withdraw(&[pfx]), &cx()).unwrap();

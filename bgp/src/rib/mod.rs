@@ -36,7 +36,7 @@ pub use best::{BestPathConfig, FlatIgp, IgpCost};
 pub use peer::{PeerId, PeerInfo, PeerType};
 pub use prefix::{Prefix, RibPrefix};
 pub use rules::{LocalIdentity, NextHopMode, RejectReason};
-pub use table::{BestChange, Path, Table};
+pub use table::{BestChange, NextHops, Path, Table};
 
 use crate::policy::{self, EvalContext, Outcome, Policy, RouteView, Verdict};
 use crate::wire::{
@@ -133,11 +133,11 @@ impl Changes {
     pub fn next_hops(&self) -> impl Iterator<Item = (Prefix, &[std::net::IpAddr])> {
         self.v4
             .iter()
-            .map(|c| (Prefix::V4(c.prefix), c.next_hops.as_slice()))
+            .map(|c| (Prefix::V4(c.prefix), &c.next_hops[..]))
             .chain(
                 self.v6
                     .iter()
-                    .map(|c| (Prefix::V6(c.prefix), c.next_hops.as_slice())),
+                    .map(|c| (Prefix::V6(c.prefix), &c.next_hops[..])),
             )
     }
 }

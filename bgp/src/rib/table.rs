@@ -110,7 +110,7 @@ pub struct BestChange<P> {
     pub new: Option<Path>,
     /// Distinct next hops of the new ECMP set, sorted; empty when withdrawn. This is what the
     /// node agent programs into the kernel.
-    pub next_hops: Vec<IpAddr>,
+    pub next_hops: NextHops,
 }
 
 impl<P> BestChange<P> {
@@ -124,11 +124,41 @@ impl<P> BestChange<P> {
     }
 }
 
-fn next_hops(set: &[Path]) -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = set.iter().map(|p| p.attrs.next_hop.addr()).collect();
-    v.sort_unstable();
-    v.dedup();
-    v
+/// The distinct next hops of an ECMP set, sorted. One next hop (the common case) is kept
+/// inline: a change record then costs no allocation of its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NextHops {
+    #[default]
+    None,
+    One(IpAddr),
+    Many(Box<[IpAddr]>),
+}
+
+impl std::ops::Deref for NextHops {
+    type Target = [IpAddr];
+    fn deref(&self) -> &[IpAddr] {
+        match self {
+            NextHops::None => &[],
+            NextHops::One(a) => std::slice::from_ref(a),
+            NextHops::Many(v) => v,
+        }
+    }
+}
+
+fn next_hops(set: &[Path]) -> NextHops {
+    match set {
+        [] => NextHops::None,
+        [p] => NextHops::One(p.attrs.next_hop.addr()),
+        _ => {
+            let mut v: Vec<IpAddr> = set.iter().map(|p| p.attrs.next_hop.addr()).collect();
+            v.sort_unstable();
+            v.dedup();
+            match v.as_slice() {
+                [a] => NextHops::One(*a),
+                _ => NextHops::Many(v.into_boxed_slice()),
+            }
+        }
+    }
 }
 
 /// One family's table.
@@ -284,7 +314,7 @@ impl<P: RibPrefix> Table<P> {
                 prefix,
                 old: old_best,
                 new: None,
-                next_hops: Vec::new(),
+                next_hops: NextHops::default(),
             }),
         }
     }
@@ -335,7 +365,7 @@ impl<P: RibPrefix> Table<P> {
                     prefix: *prefix,
                     old: old_best,
                     new: None,
-                    next_hops: Vec::new(),
+                    next_hops: NextHops::default(),
                 });
                 return false;
             }
