@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use daemons::{Bird, Frr, Gobgp};
-pub use netns::{Netns, in_netns, spawn_in_netns};
+pub use netns::{Netns, in_netns, spawn_in_netns, veth};
 pub use process::Process;
 
 /// Everything that can go wrong while building a lab.
