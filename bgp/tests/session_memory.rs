@@ -515,3 +515,100 @@ async fn large_batches_both_ways_do_not_deadlock() {
     assert_eq!(got.get(&A), Some(&N));
     assert_eq!(got.get(&B), Some(&N));
 }
+
+/// RFC 4724 §4.2: a graceful-restart peer that restarted connects again while we still have
+/// its old session Established; the old session ends and the new connection takes over.
+#[tokio::test(start_paused = true)]
+async fn graceful_restart_peer_reconnect_replaces_the_established_session() {
+    use tabby_bgp::negotiate::GracefulRestartConfig;
+    use tabby_bgp::wire::{Capability, GracefulRestart};
+    let (far_tx, mut far) = incoming_channel();
+    let (inject, a_in_rx) = incoming_channel();
+    let (ev_tx, mut rx) = mpsc::channel(1000);
+    let mut c = cfg(A, 65001, B, 65002, 90);
+    c.local.graceful_restart = Some(GracefulRestartConfig {
+        restart_time: 120,
+        restarting: false,
+        forwarding_preserved: Default::default(),
+        notification: true,
+    });
+    let _h = spawn(
+        c,
+        Some(Arc::new(MemoryConnector::new(far_tx))),
+        a_in_rx,
+        ev_tx,
+    );
+    let gr_open = |restarting: bool| {
+        let IpAddr::V4(id) = B else { unreachable!() };
+        Open::new(
+            Asn(65002),
+            90,
+            id,
+            vec![Capability::GracefulRestart(GracefulRestart {
+                restart_state: restarting,
+                notification: true,
+                reserved_flags: 0,
+                restart_time: 90,
+                families: vec![],
+            })],
+        )
+    };
+    let mut old = raw_peer(&mut far, gr_open(false)).await;
+    old.send(Message::Keepalive).await;
+    let mut seen = Vec::new();
+    wait_for(&mut rx, &mut seen, Duration::from_secs(5), established(B)).await;
+
+    // The peer restarts: its old connection is silently gone, a new one arrives.
+    let (ours, theirs) = tokio::io::duplex(65536);
+    inject
+        .send(Connection {
+            stream: Box::new(ours),
+            direction: tabby_bgp::session::connection::Direction::Incoming,
+            local: None,
+            remote: None,
+        })
+        .await
+        .unwrap();
+    let e = wait_for(&mut rx, &mut seen, Duration::from_secs(5), |e| {
+        matches!(e.kind, SessionEventKind::Down { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            e.kind,
+            SessionEventKind::Down {
+                was_established: true,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let mut new = RawPeer {
+        conn: Connection {
+            stream: Box::new(theirs),
+            direction: tabby_bgp::session::connection::Direction::Outgoing,
+            local: None,
+            remote: None,
+        },
+        framer: Framer::default(),
+        cx: DecodeContext::default(),
+    };
+    let Some(Message::Open(_)) = new.next().await else {
+        panic!("OPEN on the new connection")
+    };
+    new.send(Message::Open(gr_open(true))).await;
+    assert_eq!(new.next().await, Some(Message::Keepalive));
+    new.send(Message::Keepalive).await;
+    let e = wait_for(&mut rx, &mut seen, Duration::from_secs(5), established(B)).await;
+    let SessionEventKind::Established(n) = e.kind else {
+        unreachable!()
+    };
+    assert!(
+        n.graceful_restart.is_some_and(|g| g.restarting),
+        "R bit seen"
+    );
+    // The old connection was closed (after the keepalives sent while it was up).
+    while let Some(m) = old.next().await {
+        assert_eq!(m, Message::Keepalive);
+    }
+}
