@@ -538,3 +538,428 @@ pub fn planned_block(plan: &BlockPlan) -> IPAMBlock {
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use tabby_api::ipam::name::block_name;
+    use tabby_api::v1alpha1::{Allocation, IPAMBlockSpec, IPAMBlockStatus, IPPoolSpec};
+
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn cfg() -> IpamConfig {
+        IpamConfig {
+            cooldown: Duration::from_secs(30),
+            gc_grace: Duration::from_secs(60),
+            reclaim_after: Duration::from_secs(100),
+            ..IpamConfig::default()
+        }
+    }
+
+    fn ippool(name: &str, cidr: &str, size: u8) -> IPPool {
+        let mut p = IPPool::new(
+            name,
+            IPPoolSpec {
+                cidr: cidr.into(),
+                block_size: Some(size),
+                node_selector: None,
+                disabled: false,
+                nat_outgoing: false,
+                disable_bgp_export: false,
+            },
+        );
+        p.metadata.creation_timestamp = Some(Time(t(-1000)));
+        p.metadata.finalizers = Some(vec![POOL_FINALIZER.into()]);
+        p.metadata.generation = Some(1);
+        p
+    }
+
+    fn block(cidr: &str, pool: &str, node: &str, allocs: &[(u32, Option<&str>)]) -> IPAMBlock {
+        let net: ipnet::IpNet = cidr.parse().unwrap();
+        let mut b = IPAMBlock::new(
+            &block_name(net),
+            IPAMBlockSpec {
+                cidr: cidr.into(),
+                pool: pool.into(),
+                node: node.into(),
+            },
+        );
+        b.metadata.resource_version = Some(format!("rv-{cidr}"));
+        b.metadata.creation_timestamp = Some(Time(t(-1000)));
+        b.status = Some(IPAMBlockStatus {
+            allocations: allocs
+                .iter()
+                .map(|(o, uid)| Allocation {
+                    ordinal: *o,
+                    handle: format!("h{o}"),
+                    pod: uid.map(|u| PodReference {
+                        namespace: "default".into(),
+                        name: format!("pod-{u}"),
+                        uid: u.into(),
+                    }),
+                    time: Time(t(-1000)),
+                })
+                .collect(),
+            ..IPAMBlockStatus::default()
+        });
+        b
+    }
+
+    fn node(name: &str) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            labels: Labels::new(),
+        }
+    }
+
+    fn pod(uid: &str, node: &str, annotation: Option<&str>) -> PodInfo {
+        PodInfo {
+            namespace: "default".into(),
+            name: format!("pod-{uid}"),
+            uid: uid.into(),
+            node: Some(node.into()),
+            pending: true,
+            pool_annotation: annotation.map(Into::into),
+        }
+    }
+
+    fn creates(p: &PassPlan) -> Vec<(String, String, String)> {
+        p.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::CreateBlock(b) => {
+                    Some((b.node.clone(), b.pool.clone(), b.cidr.to_string()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn warnings(p: &PassPlan) -> Vec<&'static str> {
+        p.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Warn(w) => Some(w.reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn pass(snap: &Snapshot) -> PassPlan {
+        plan_pass(snap, &mut GcTracker::default(), t(0), &cfg())
+    }
+
+    #[test]
+    fn joining_nodes_get_one_block_per_family_without_overlap() {
+        let snap = Snapshot {
+            nodes: vec![node("n1"), node("n2"), node("n3")],
+            pools: vec![
+                ippool("v4", "10.0.0.0/26", 28),
+                ippool("v6", "fd00::/120", 124),
+            ],
+            ..Snapshot::default()
+        };
+        let p = pass(&snap);
+        let c = creates(&p);
+        assert_eq!(c.len(), 6, "{c:?}");
+        for n in ["n1", "n2", "n3"] {
+            assert_eq!(c.iter().filter(|x| x.0 == n && x.1 == "v4").count(), 1);
+            assert_eq!(c.iter().filter(|x| x.0 == n && x.1 == "v6").count(), 1);
+        }
+        let cidrs: BTreeSet<&String> = c.iter().map(|x| &x.2).collect();
+        assert_eq!(cidrs.len(), 6, "every block distinct: {c:?}");
+        // The same state with those blocks in place: nothing more to create.
+        let mut snap = snap;
+        snap.blocks = c
+            .iter()
+            .map(|(n, p, cidr)| block(cidr, p, n, &[]))
+            .collect();
+        assert!(creates(&pass(&snap)).is_empty());
+    }
+
+    #[test]
+    fn watermark_cap_and_disabled_pools() {
+        let full: Vec<(u32, Option<&str>)> = (0..13).map(|o| (o, None)).collect();
+        let mut snap = Snapshot {
+            nodes: vec![node("n1")],
+            pools: vec![ippool("v4", "10.0.0.0/24", 28)],
+            blocks: vec![block("10.0.0.0/28", "v4", "n1", &full)],
+            ..Snapshot::default()
+        };
+        // (case, low-water %, cap, disabled, blocks created)
+        let cases = [
+            ("3 of 16 free is under a quarter", 25, 20, false, 1),
+            ("3 of 16 free is above a tenth", 10, 20, false, 0),
+            ("at the cap", 25, 1, false, 0),
+            ("disabled pool gives nothing", 25, 20, true, 0),
+        ];
+        for (case, mark, cap, disabled, want) in cases {
+            snap.pools[0].spec.disabled = disabled;
+            let cfg = IpamConfig {
+                low_water_percent: mark,
+                max_blocks_per_node: cap,
+                ..cfg()
+            };
+            let p = plan_pass(&snap, &mut GcTracker::default(), t(0), &cfg);
+            assert_eq!(creates(&p).len(), want, "{case}");
+            if disabled {
+                assert!(warnings(&p).contains(&"NoIPPool"), "{case}");
+            }
+        }
+    }
+
+    #[test]
+    fn deleted_nodes_release_gone_pods_then_lose_empty_blocks() {
+        let snap = Snapshot {
+            nodes: vec![node("alive")],
+            pods: vec![pod("live", "gone-node", None)],
+            pools: vec![ippool("v4", "10.0.0.0/24", 28)],
+            blocks: vec![
+                block(
+                    "10.0.0.0/28",
+                    "v4",
+                    "gone-node",
+                    &[(0, Some("dead")), (1, Some("live")), (2, None)],
+                ),
+                block("10.0.0.16/28", "v4", "gone-node", &[]),
+                block("10.0.0.32/28", "v4", "alive", &[]),
+            ],
+        };
+        let p = pass(&snap);
+        let releases: Vec<(u32, ReleaseWhy)> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Release { ordinal, why, .. } => Some((*ordinal, *why)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            releases,
+            vec![(0, ReleaseWhy::NodeGone), (2, ReleaseWhy::NodeGone)]
+        );
+        let deletes: Vec<(&str, &str, &DeleteWhy)> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::DeleteBlock {
+                    name,
+                    resource_version,
+                    why,
+                    ..
+                } => Some((name.as_str(), resource_version.as_str(), why)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            deletes,
+            vec![("10-0-0-16-28", "rv-10.0.0.16/28", &DeleteWhy::Orphan)]
+        );
+    }
+
+    #[test]
+    fn gc_waits_for_the_grace_and_spares_live_pods() {
+        let snap = Snapshot {
+            nodes: vec![node("n1")],
+            pods: vec![pod("live", "n1", None)],
+            pools: vec![ippool("v4", "10.0.0.0/24", 26)],
+            blocks: vec![block(
+                "10.0.0.0/26",
+                "v4",
+                "n1",
+                &[(0, Some("live")), (1, Some("dead"))],
+            )],
+        };
+        let mut gc = GcTracker::default();
+        let released = |p: &PassPlan| -> Vec<u32> {
+            p.actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Release {
+                        ordinal,
+                        why: ReleaseWhy::Gc,
+                        ..
+                    } => Some(*ordinal),
+                    _ => None,
+                })
+                .collect()
+        };
+        // (time, released)
+        for (now, want) in [(0, vec![]), (59, vec![]), (60, vec![1]), (120, vec![1])] {
+            let p = plan_pass(&snap, &mut gc, t(now), &cfg());
+            assert_eq!(released(&p), want, "at {now}s");
+        }
+        let off = IpamConfig {
+            gc_grace: Duration::ZERO,
+            ..cfg()
+        };
+        let p = plan_pass(&snap, &mut gc, t(10_000), &off);
+        assert!(released(&p).is_empty(), "grace 0 disables GC");
+    }
+
+    #[test]
+    fn terminating_pools_drain_then_drop_the_finalizer() {
+        let mut dying = ippool("old", "10.9.0.0/24", 28);
+        dying.metadata.deletion_timestamp = Some(Time(t(-5)));
+        let mut snap = Snapshot {
+            nodes: vec![node("n1"), node("n2")],
+            pools: vec![dying, ippool("new", "10.8.0.0/24", 28)],
+            blocks: vec![
+                block("10.9.0.0/28", "old", "n1", &[]),
+                block("10.9.0.16/28", "old", "n2", &[(0, None)]),
+            ],
+            ..Snapshot::default()
+        };
+        let p = pass(&snap);
+        assert!(p.actions.iter().any(|a| matches!(a, Action::DeleteBlock { name, why: DeleteWhy::Drain, .. } if name == "10-9-0-0-28")));
+        assert!(
+            !p.actions
+                .iter()
+                .any(|a| matches!(a, Action::DeleteBlock { name, .. } if name == "10-9-0-16-28"))
+        );
+        assert!(
+            !p.actions
+                .iter()
+                .any(|a| matches!(a, Action::PoolFinalizer { add: false, .. }))
+        );
+        // Blocks of a draining pool do not count: both nodes get blocks of the other pool.
+        let c = creates(&p);
+        assert_eq!(c.iter().filter(|x| x.1 == "new").count(), 2, "{c:?}");
+        snap.blocks.clear();
+        let p = pass(&snap);
+        assert!(p.actions.contains(&Action::PoolFinalizer {
+            pool: "old".into(),
+            add: false
+        }));
+    }
+
+    #[test]
+    fn exhausted_pool_reclaims_the_longest_empty_block() {
+        let mut young = block("10.0.0.16/28", "p", "n2", &[]);
+        young.metadata.creation_timestamp = Some(Time(t(-10)));
+        let snap = Snapshot {
+            nodes: vec![node("n1"), node("n2"), node("n3"), node("n4")],
+            pools: vec![ippool("p", "10.0.0.0/27", 28)],
+            blocks: vec![block("10.0.0.0/28", "p", "n1", &[]), young],
+            ..Snapshot::default()
+        };
+        let p = pass(&snap);
+        let reclaims: Vec<(&str, &str)> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::DeleteBlock {
+                    name,
+                    why: DeleteWhy::Reclaim { for_node },
+                    ..
+                } => Some((name.as_str(), for_node.as_str())),
+                _ => None,
+            })
+            .collect();
+        // n3 takes n1's long-empty block; n4 finds nothing old enough.
+        assert_eq!(reclaims, vec![("10-0-0-0-28", "n3")]);
+        assert!(warnings(&p).contains(&"IPPoolExhausted"));
+        let st = p
+            .actions
+            .iter()
+            .find_map(|a| match a {
+                Action::PoolStatus { status, .. } => Some(status.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(st.conditions[0].reason, "Exhausted");
+        assert_eq!(
+            (st.blocks_assigned, st.blocks_free, st.addresses_used),
+            (2, 0, 0)
+        );
+    }
+
+    #[test]
+    fn overlap_status_is_written_once() {
+        let mut late = ippool("b", "10.0.0.128/25", 28);
+        late.metadata.creation_timestamp = Some(Time(t(-10)));
+        let mut snap = Snapshot {
+            pools: vec![ippool("a", "10.0.0.0/24", 28), late],
+            ..Snapshot::default()
+        };
+        let p = pass(&snap);
+        for a in &p.actions {
+            if let Action::PoolStatus { pool, status } = a {
+                let c = &status.conditions[0];
+                let want = if pool == "a" {
+                    ("True", "Ready")
+                } else {
+                    ("False", "CIDROverlap")
+                };
+                assert_eq!((c.status.as_str(), c.reason.as_str()), want, "{pool}");
+                assert_eq!(status.block_size, Some(28));
+                let obj = snap
+                    .pools
+                    .iter_mut()
+                    .find(|x| x.metadata.name.as_deref() == Some(pool))
+                    .unwrap();
+                obj.status = Some(status.clone());
+            }
+        }
+        let again = plan_pass(&snap, &mut GcTracker::default(), t(50), &cfg());
+        assert!(
+            !again
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::PoolStatus { .. })),
+            "{:?}",
+            again.actions
+        );
+    }
+
+    #[test]
+    fn pod_annotation_asks_for_a_pool_and_bad_input_is_reported() {
+        let mut gpu = ippool("gpu", "10.7.0.0/24", 28);
+        gpu.spec.node_selector = Some(LabelSelector {
+            match_labels: Some([("gpu".to_string(), "yes".to_string())].into()),
+            match_expressions: None,
+        });
+        let mut bad = ippool("broken", "10.6.0.1/24", 28);
+        bad.metadata.finalizers = None;
+        let mut g1 = node("g1");
+        g1.labels.insert("gpu".into(), "yes".into());
+        let snap = Snapshot {
+            nodes: vec![g1, node("plain")],
+            pods: vec![
+                pod("a", "g1", Some("gpu")),
+                pod("b", "plain", Some("gpu")),
+                pod("c", "plain", Some("not a name!")),
+                pod("d", "plain", Some("missing")),
+            ],
+            pools: vec![ippool("a-default", "10.0.0.0/24", 28), gpu, bad],
+            blocks: vec![
+                block("10.0.0.0/28", "a-default", "g1", &[]),
+                block("10.0.0.16/28", "a-default", "plain", &[]),
+            ],
+        };
+        let p = pass(&snap);
+        let c = creates(&p);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!((c[0].0.as_str(), c[0].1.as_str()), ("g1", "gpu"));
+        let w = warnings(&p);
+        for reason in [
+            "InvalidIPPool",
+            "InvalidPoolAnnotation",
+            "UnknownIPPool",
+            "NoIPPool",
+        ] {
+            assert!(w.contains(&reason), "{reason} missing from {w:?}");
+        }
+        assert!(
+            !p.actions
+                .iter()
+                .any(|a| matches!(a, Action::PoolFinalizer { pool, .. } if pool == "broken"))
+        );
+    }
+}
