@@ -256,7 +256,20 @@ mod groups {
                 local_v4: Some(Ipv4Addr::new(192, 0, 2, 100)),
                 local_v6: None,
             };
-            let policy = ebgp.then(|| std::sync::Arc::new(tabby_bgp::policy::Policy::all("all", tabby_bgp::policy::Verdict::Accept)));
+            // A prefix-dependent export policy (no per-attribute-set caching): drops one
+            // prefix, changes the MED of another.
+            let policy = ebgp.then(|| {
+                let cfg: tabby_bgp::policy::PolicyConfig = serde_json::from_value(serde_json::json!({
+                    "name": "all",
+                    "rules": [
+                        {"match": {"prefix": [{"prefix": "10.1.0.0/16"}]}, "then": "reject"},
+                        {"match": {"prefix": [{"prefix": "10.2.0.0/16"}]}, "set": {"med": 5}, "then": "accept"},
+                    ],
+                    "default": "accept",
+                }))
+                .unwrap();
+                std::sync::Arc::new(tabby_bgp::policy::Policy::from_config(&cfg).unwrap())
+            });
             let (_, initial) = g.join(PeerId(50), key.clone(), policy.clone(), &r).unwrap();
             let mut model = BTreeMap::new();
             apply(&mut model, &initial);

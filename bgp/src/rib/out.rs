@@ -588,7 +588,7 @@ impl UpdateGroups {
             }
             None => {
                 let id = GroupId(self.next_id);
-                self.next_id += 1;
+                self.next_id = self.next_id.wrapping_add(1);
                 self.by_key.insert(key.clone(), id);
                 self.groups
                     .insert(id, UpdateGroup::new(key.clone(), policy));
