@@ -379,9 +379,23 @@ fn run_against<D>(
     }
     // A little longer, to catch anything sent after the last expected route.
     std::thread::sleep(Duration::from_millis(500));
+    // Stop the daemon first and let the speaker read its stream to the end: then the speaker and
+    // tcpdump have both seen every byte the daemon sent, and their message counts can be compared
+    // exactly (stopping the speaker first races with whatever the daemon sends meanwhile).
+    // The routes are judged as they stood before the shutdown (a daemon may withdraw on exit).
+    let routes = state.lock().unwrap().routes.clone();
+    let daemon_log = log(&daemon);
+    drop(daemon);
+    let _ = wait_until(
+        "the speaker to see the connection close",
+        Duration::from_secs(10),
+        || Ok(state.lock().unwrap().closed.is_some()),
+        String::new,
+    );
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap().unwrap();
     let mut s = std::mem::take(&mut *state.lock().unwrap());
+    s.routes = routes;
     if let Some(t) = tcpdump.as_mut() {
         // SIGTERM makes tcpdump flush and close the file.
         t.stop(Duration::from_secs(3));
@@ -391,10 +405,9 @@ fn run_against<D>(
         s.closed = Some(format!(
             "{}\n--- daemon log ---\n{}",
             s.closed.take().unwrap_or_default(),
-            log(&daemon)
+            daemon_log
         ));
     }
-    drop(daemon);
     s
 }
 
