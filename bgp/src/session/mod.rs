@@ -98,6 +98,11 @@ pub struct SessionHandle {
 
 /// Starts a session task. It begins with ManualStart. `connector` is how it connects out
 /// (`None` for a passive-only peer); `incoming` delivers connections the peer opened.
+///
+/// `events` is bounded on purpose: an owner that falls behind slows the session's reading
+/// (TCP backpressure to the peer) instead of losing UPDATEs or buffering without limit. The
+/// owner must keep draining it, or the peer's hold timer will eventually expire. Dropping
+/// the handle's `commands` sender stops the session (Cease / Peer De-configured).
 pub fn spawn(
     cfg: SessionConfig,
     connector: Option<Arc<dyn Connector>>,
