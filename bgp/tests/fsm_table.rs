@@ -655,6 +655,37 @@ fn flapping_peer_backs_off_exponentially() {
 }
 
 #[test]
+fn collision_cease_from_the_peer_does_not_grow_the_idle_hold() {
+    // (NOTIFICATION received in OpenConfirm, idle hold after it, next idle hold)
+    let cases = [
+        (
+            Notification::new(6, 7, vec![]),
+            5,
+            5,
+            "RFC 4486 Cease/7: not a flap",
+        ),
+        (
+            Notification::new(6, 4, vec![]),
+            5,
+            10,
+            "Administrative Reset: a flap",
+        ),
+    ];
+    for (n, wait, next, why) in cases {
+        let mut f = fsm_in(FsmConfig::default(), OpenConfirm);
+        let a = f.handle(Event::NotifMsg(n));
+        assert!(
+            a.contains(&Action::StartTimer(
+                Timer::IdleHold,
+                Duration::from_secs(wait)
+            )),
+            "{why}: {a:?}"
+        );
+        assert_eq!(f.idle_hold_time(), Duration::from_secs(next), "{why}");
+    }
+}
+
+#[test]
 fn no_automatic_restart_when_not_allowed() {
     let cfg = FsmConfig {
         allow_automatic_start: false,

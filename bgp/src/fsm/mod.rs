@@ -746,11 +746,18 @@ impl Fsm {
             // RFC 4271 lists event 25 among OpenSent's "other events" (answer with an FSM error);
             // the peer has closed already, so we only record its NOTIFICATION.
             (State::OpenSent | State::OpenConfirm | State::Established, Event::NotifMsg(n)) => {
-                self.fail_restart(
+                // The peer closing this connection to resolve a collision (Cease/7, RFC 4486)
+                // is not an oscillation: restart without growing the idle hold time.
+                let collision = n.code == CEASE && n.subcode == Cease::COLLISION_RESOLUTION;
+                self.fail(
                     &mut out,
-                    None,
-                    DownReason::NotificationReceived { notification: n },
+                    Failure {
+                        notification: None,
+                        reason: DownReason::NotificationReceived { notification: n },
+                        count: true,
+                    },
                 );
+                self.schedule_restart(&mut out, !collision);
             }
             (State::OpenConfirm | State::Established, Event::KeepaliveTimerExpires) => {
                 out.push(Action::SendKeepalive);
