@@ -420,3 +420,20 @@ fn validation_errors_name_the_place() {
             .unwrap_err();
     assert!(err.contains("prefixes"), "{err}");
 }
+
+#[test]
+fn policy_names_are_unique() {
+    use serde_json::json;
+    let cfgs: Vec<PolicyConfig> = serde_json::from_value(json!([
+        {"name": "a", "default": "accept"},
+        {"name": "b"},
+        {"name": "a"},
+    ]))
+    .unwrap();
+    let err = tabby_bgp::policy::compile_all(&cfgs)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("policies[2].name"), "{err}");
+    let ok = tabby_bgp::policy::compile_all(&cfgs[..2]).unwrap();
+    assert_eq!(ok.keys().collect::<Vec<_>>(), ["a", "b"]);
+}

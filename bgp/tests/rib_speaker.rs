@@ -306,6 +306,9 @@ fn graceful_restart_stale_and_sweep() {
     assert_eq!(r.v4().len(), 2, "the one not refreshed is swept");
     assert!(r.best(&Prefix::V4(p4("10.3.0.0/24"))).is_none());
     assert_eq!(r.accepted(i.id), Some(2));
+    let stats = r.stats();
+    assert_eq!((stats.ipv4_prefixes, stats.attr_sets), (2, 1));
+    assert_eq!(stats.accepted, vec![(0, 0), (2, 2)]);
     // Restart timer variant: everything still stale goes.
     r.mark_stale(i.id).unwrap();
     assert_eq!(r.sweep_stale(i.id).unwrap(), 2);

@@ -508,6 +508,26 @@ impl Policy {
     }
 }
 
+/// Validates a config file's list of policies into a name → policy map. Names must be unique:
+/// peers refer to policies by name.
+pub fn compile_all(
+    cfgs: &[PolicyConfig],
+) -> Result<std::collections::BTreeMap<String, std::sync::Arc<Policy>>, PolicyError> {
+    let mut out = std::collections::BTreeMap::new();
+    for (i, cfg) in cfgs.iter().enumerate() {
+        let p = Policy::from_config(cfg)?;
+        if out.contains_key(&cfg.name) {
+            return Err(PolicyError {
+                policy: cfg.name.clone(),
+                location: format!("policies[{i}].name"),
+                reason: "another policy already has this name".into(),
+            });
+        }
+        out.insert(cfg.name.clone(), std::sync::Arc::new(p));
+    }
+    Ok(out)
+}
+
 impl fmt::Display for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.name)

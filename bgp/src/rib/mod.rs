@@ -142,6 +142,17 @@ impl Changes {
     }
 }
 
+/// Sizes for status pages and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RibStats {
+    pub ipv4_prefixes: usize,
+    pub ipv6_prefixes: usize,
+    /// Distinct interned attribute sets.
+    pub attr_sets: usize,
+    /// Paths held per peer (post-policy Adj-RIB-In sizes), by peer id; 0 is local routes.
+    pub accepted: Vec<(u32, u32)>,
+}
+
 /// The RIB of one speaker.
 pub struct Rib {
     cfg: RibConfig,
@@ -671,6 +682,18 @@ impl Rib {
                 .map(move |x| (Prefix::V6(*p), x))
         });
         v4.chain(v6)
+    }
+
+    pub fn stats(&self) -> RibStats {
+        let mut accepted: Vec<(u32, u32)> =
+            self.import.iter().map(|(p, i)| (p.0, i.accepted)).collect();
+        accepted.sort_unstable();
+        RibStats {
+            ipv4_prefixes: self.v4.len(),
+            ipv6_prefixes: self.v6.len(),
+            attr_sets: self.store.len(),
+            accepted,
+        }
     }
 
     /// Number of distinct attribute sets held by the store.
