@@ -32,10 +32,18 @@ async fn main() -> anyhow::Result<()> {
             tracing::error!(error = %e, "metrics/health server stopped");
         }
     });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    // On a signal the process exits without releasing the Lease: a standby takes over when it
+    // expires (at most --lease-duration), and no write of this replica can follow the exit.
     tokio::select! {
         r = controller::run(client, args, metrics, health) => r.context("controller stopped"),
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("interrupted; exiting");
+            Ok(())
+        }
+        _ = term.recv() => {
+            tracing::info!("terminated; exiting");
             Ok(())
         }
     }

@@ -444,6 +444,11 @@ pub fn plan_pass(
                         .filter(|b| {
                             scoped.contains(b.spec.pool.as_str())
                                 && b.spec.node != n.name
+                                // A block its own node has a pending pod waiting for is
+                                // not empty for long: taking it would ping-pong.
+                                && !requests
+                                    .get(b.spec.node.as_str())
+                                    .is_some_and(|r| r.contains(&b.spec.pool))
                                 && !reclaimed
                                     .contains(b.metadata.name.as_deref().unwrap_or_default())
                                 && !deleting

@@ -168,6 +168,12 @@ async fn pool_overlap_disable_and_delete_with_drain() {
         "disabled pool gave a block"
     );
     assert_eq!(blocks_of(c, "n1").await.len(), 1, "existing block kept");
+    eventually("a NoIPPool Event on n2", WAIT, || async {
+        event_reasons(c, "Node", "n2")
+            .await
+            .contains(&"NoIPPool".to_string())
+    })
+    .await;
 
     // Delete with drain: held while the block holds an address, gone once it drains.
     let b = blocks_of(c, "n1").await.remove(0);
@@ -320,6 +326,32 @@ async fn leader_killed_standby_takes_over() {
     .await;
     assert_eq!(lease_holder(c).await.as_deref(), Some("ctl-a"));
     check_invariants(c).await;
+    // Health: both ready, one leading, one standing by; metrics from the leader.
+    eventually("readyz reports the roles", WAIT, || async {
+        http_get(a.port, "/readyz").await == Some((200, "ready: leader\n".into()))
+            && http_get(b.port, "/readyz").await == Some((200, "ready: standby\n".into()))
+    })
+    .await;
+    assert_eq!(http_get(a.port, "/healthz").await.map(|r| r.0), Some(200));
+    let (code, text) = http_get(a.port, "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    for line in [
+        "tabby_ipam_leader 1",
+        "tabby_ipam_blocks{pool=\"v4\"} ",
+        "tabby_ipam_addresses{pool=\"v4\",state=\"free\"} ",
+        "tabby_ipam_blocks_assigned_total ",
+        "tabby_ipam_reconcile_duration_seconds_count ",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from\n{text}");
+    }
+    let (_, text) = http_get(b.port, "/metrics").await.unwrap();
+    assert!(text.contains("tabby_ipam_leader 0"), "{text}");
+    assert!(
+        event_reasons(c, "Node", "n0")
+            .await
+            .contains(&"BlockAssigned".to_string()),
+        "an Event on the Node for its block"
+    );
     // Kill the leader mid-run (no lease release) while nodes keep joining.
     a.kill();
     for i in 4..8 {
@@ -427,6 +459,25 @@ async fn selector_annotation_and_reclaim() {
             .any(|b| b.spec.pool == "z-gpu")
     })
     .await;
+    assert!(
+        blocks_of(c, "g2")
+            .await
+            .iter()
+            .any(|b| b.spec.pool == "z-gpu"),
+        "g2 still has a pending pod asking for z-gpu: its block is not taken"
+    );
+    assert!(
+        !blocks_of(c, "g1")
+            .await
+            .iter()
+            .any(|b| b.spec.pool == "z-gpu"),
+        "g1's block went to g3"
+    );
+    assert!(
+        event_reasons(c, "Node", "g3")
+            .await
+            .contains(&"BlockReclaimed".to_string())
+    );
     check_invariants(c).await;
     let zgpu = blocks(c)
         .await

@@ -67,6 +67,8 @@ pub async fn env() -> Env {
 pub struct Controller {
     pub child: Child,
     pub identity: String,
+    /// Port of `/metrics`, `/healthz`, `/readyz` on 127.0.0.1.
+    pub port: u16,
 }
 
 impl Controller {
@@ -123,6 +125,7 @@ pub fn controller(env: &Env, identity: &str, extra: &[&str]) -> Controller {
     Controller {
         child,
         identity: identity.into(),
+        port,
     }
 }
 
@@ -332,4 +335,42 @@ pub async fn check_invariants(client: &Client) {
             }
         }
     }
+}
+
+/// `GET path` on 127.0.0.1:port over HTTP/1.0: (status code, body), or `None` when nothing
+/// answers yet.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+/// Reasons of the events.k8s.io/v1 Events about `kind`/`name`.
+pub async fn event_reasons(client: &Client, kind: &str, name: &str) -> Vec<String> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    api.list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
+        })
+        .filter_map(|e| e.reason)
+        .collect()
 }
