@@ -886,6 +886,33 @@ mod tests {
     }
 
     #[test]
+    fn a_block_its_node_waits_for_is_never_reclaimed() {
+        let snap = Snapshot {
+            nodes: vec![node("n1"), node("n2"), node("n3")],
+            pods: vec![pod("w1", "n1", Some("p"))],
+            pools: vec![ippool("p", "10.0.0.0/27", 28)],
+            blocks: vec![
+                block("10.0.0.0/28", "p", "n1", &[]),
+                block("10.0.0.16/28", "p", "n2", &[]),
+            ],
+        };
+        let p = pass(&snap);
+        let reclaimed: Vec<&str> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::DeleteBlock { name, .. } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            reclaimed,
+            vec!["10-0-0-16-28"],
+            "n1 has a pending pod asking for p"
+        );
+    }
+
+    #[test]
     fn overlap_status_is_written_once() {
         let mut late = ippool("b", "10.0.0.128/25", 28);
         late.metadata.creation_timestamp = Some(Time(t(-10)));
