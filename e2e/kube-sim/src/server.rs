@@ -533,11 +533,20 @@ fn name_problem(name: &str, label: bool) -> Option<String> {
 }
 
 fn handle(shared: &Shared, req: &ApiRequest) -> Result<Response, ApiError> {
+    if req.verb() == "list" {
+        // Lists are serialized after the lock is released: a large list must not stall writers.
+        let (rt, listed) = {
+            let state = shared.lock();
+            let rt = resolve(&state, &req.target)?;
+            let listed = list(&state, &rt, req)?;
+            (rt, listed)
+        };
+        return Ok(render_list(&rt, req, listed));
+    }
     let mut state = shared.lock();
     let rt = resolve(&state, &req.target)?;
     let resp = match req.verb() {
         "get" => get(&state, &rt, req),
-        "list" => list(&state, &rt, req),
         "create" => create(&mut state, &rt, req),
         "update" => update(&mut state, &rt, req),
         "patch" => patch_verb(&mut state, &rt, req),
@@ -593,7 +602,7 @@ struct ContinueToken {
     start: String,
 }
 
-fn list(state: &State, rt: &ResourceType, req: &ApiRequest) -> Result<Response, ApiError> {
+fn list(state: &State, rt: &ResourceType, req: &ApiRequest) -> Result<Listed, ApiError> {
     let labels = LabelSelector::parse(req.q("labelSelector").unwrap_or(""))?;
     let fields = FieldSelector::parse(req.q("fieldSelector").unwrap_or(""))?;
     let limit: usize = match req.q("limit") {
@@ -649,6 +658,7 @@ fn list(state: &State, rt: &ResourceType, req: &ApiRequest) -> Result<Response, 
             (None, Some(n)) => Box::new(bucket.range((n.clone(), String::new())..)),
             (None, None) => Box::new(bucket.iter()),
         };
+        let selective = !labels.0.is_empty() || !fields.0.is_empty();
         for ((ons, oname), obj) in iter {
             if let Some(n) = &ns
                 && ons != n
@@ -658,12 +668,16 @@ fn list(state: &State, rt: &ResourceType, req: &ApiRequest) -> Result<Response, 
                 }
                 continue;
             }
-            if !labels.matches(obj) || !fields.matches(obj) {
+            if selective && (!labels.matches(obj) || !fields.matches(obj)) {
                 continue;
             }
             if limit > 0 && items.len() == limit {
                 if next_start.is_none() {
                     next_start = Some(format!("{ons}/{oname}"));
+                }
+                // As on the real server, remainingItemCount is only known without selectors.
+                if selective {
+                    break;
                 }
                 remaining += 1;
                 continue;
@@ -671,12 +685,45 @@ fn list(state: &State, rt: &ResourceType, req: &ApiRequest) -> Result<Response, 
             items.push(obj);
         }
     }
-    let version = &req.target.version;
-    let rendered: Vec<Value> = items.iter().map(|o| at_version(o, rt, version)).collect();
     let rv = list_rv.to_string();
+    let mut meta = json!({"resourceVersion": rv});
+    if let Some(s) = next_start {
+        let tok = serde_json::to_vec(&ContinueToken {
+            rv: list_rv,
+            start: s,
+        })
+        .unwrap_or_default();
+        meta["continue"] = json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tok));
+        if !(!labels.0.is_empty() || !fields.0.is_empty()) {
+            meta["remainingItemCount"] = json!(remaining);
+        }
+    }
+    Ok(Listed {
+        items: items.into_iter().cloned().collect(),
+        meta,
+    })
+}
+
+/// A list result, collected under the state lock and rendered after it is released.
+pub struct Listed {
+    items: Vec<Arc<Value>>,
+    meta: Value,
+}
+
+fn render_list(rt: &ResourceType, req: &ApiRequest, listed: Listed) -> Response {
+    let version = &req.target.version;
     if req.wants_table() {
+        let rendered: Vec<Value> = listed
+            .items
+            .iter()
+            .map(|o| at_version(o, rt, version))
+            .collect();
         let refs: Vec<&Value> = rendered.iter().collect();
-        return Ok(json_response(
+        let rv = listed.meta["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        return json_response(
             StatusCode::OK,
             &render::table(
                 rt,
@@ -686,22 +733,37 @@ fn list(state: &State, rt: &ResourceType, req: &ApiRequest) -> Result<Response, 
                 req.q("includeObject").unwrap_or("Metadata"),
                 jiff::Timestamp::now(),
             ),
-        ));
+        );
     }
-    let mut meta = json!({"resourceVersion": rv});
-    if let Some(s) = next_start {
-        let tok = serde_json::to_vec(&ContinueToken {
-            rv: list_rv,
-            start: s,
-        })
-        .unwrap_or_default();
-        meta["continue"] = json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tok));
-        meta["remainingItemCount"] = json!(remaining);
+    // Stored objects already carry the storage apiVersion: serialize them in place, without a copy.
+    let api_version = rt.api_version(version);
+    let mut out = Vec::with_capacity(listed.items.len() * 512 + 256);
+    let head = json!({"kind": format!("{}List", rt.kind), "apiVersion": api_version, "metadata": listed.meta});
+    let head = serde_json::to_vec(&head).unwrap_or_default();
+    // `head` is a JSON object; reopen it to append "items".
+    out.extend_from_slice(&head[..head.len().saturating_sub(1)]);
+    out.extend_from_slice(b",\"items\":[");
+    for (i, o) in listed.items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let plain = o.get("apiVersion").and_then(Value::as_str) == Some(api_version.as_str());
+        let written = if plain {
+            serde_json::to_writer(&mut out, &**o)
+        } else {
+            serde_json::to_writer(&mut out, &at_version(o, rt, version))
+        };
+        if written.is_err() {
+            return error_response(&ApiError::internal("encoding the list failed"));
+        }
     }
-    Ok(json_response(
+    out.extend_from_slice(b"]}");
+    (
         StatusCode::OK,
-        &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(version), "metadata": meta, "items": rendered}),
-    ))
+        [(header::CONTENT_TYPE, "application/json")],
+        out,
+    )
+        .into_response()
 }
 
 /// Validation and defaulting common to create and update.
