@@ -131,6 +131,7 @@ struct Key {
     med: u32,
     source_rank: u8,
     igp_cost: u32,
+    med_loses: bool,
 }
 
 /// Keeps the candidates whose key is minimal.
@@ -162,6 +163,7 @@ pub fn select(cands: &[Candidate<'_>], cfg: &BestPathConfig, igp: &dyn IgpCost) 
                 med: c.attrs.med.unwrap_or(0),
                 source_rank: c.source_rank(),
                 igp_cost,
+                med_loses: false,
             })
         })
         .collect();
@@ -169,14 +171,16 @@ pub fn select(cands: &[Candidate<'_>], cfg: &BestPathConfig, igp: &dyn IgpCost) 
     keep_min(&mut set, |k| k.path_len);
     keep_min(&mut set, |k| k.origin);
     if set.len() > 1 {
-        // (c): remove a route when another from the same neighbour AS has a lower MED. Judged
-        // against the set as it was before this step, so the outcome is order independent.
-        let before = set.clone();
-        set.retain(|k| {
-            !before
+        // (c): remove a route when another from the same neighbour AS has a lower MED. Marks
+        // first, removes after, so every route is judged against the same set and the outcome
+        // is order independent.
+        for i in 0..set.len() {
+            let k = set[i];
+            set[i].med_loses = set
                 .iter()
-                .any(|o| o.neighbor_as == k.neighbor_as && o.med < k.med)
-        });
+                .any(|o| o.neighbor_as == k.neighbor_as && o.med < k.med);
+        }
+        set.retain(|k| !k.med_loses);
     }
     keep_min(&mut set, |k| k.source_rank);
     keep_min(&mut set, |k| k.igp_cost);

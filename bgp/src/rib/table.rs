@@ -516,18 +516,26 @@ fn reselect(entry: &mut Paths, cx: &SelectCtx<'_>) {
             select(&cands, cx.cfg, cx.igp)
         }
     };
-    // Bring the selected paths to the front in rank order. `at[k]`: where the path that
-    // started at index k is now.
-    let mut at: Vec<usize> = (0..m.paths.len()).collect();
-    let mut orig: Vec<usize> = (0..m.paths.len()).collect();
+    // Bring the selected paths to the front in rank order, the others after them in their
+    // current order: `dest[i]` is where the path now at `i` goes; then apply the permutation
+    // in place, cycle by cycle.
+    let n = m.paths.len();
+    let mut dest: Vec<usize> = vec![usize::MAX; n];
     for (k, &i) in order.iter().enumerate() {
-        let cur = at[i];
-        if cur != k {
-            m.paths.swap(k, cur);
-            let displaced = orig[k];
-            orig.swap(k, cur);
-            at[i] = k;
-            at[displaced] = cur;
+        dest[i] = k;
+    }
+    let mut next = order.len();
+    for d in dest.iter_mut() {
+        if *d == usize::MAX {
+            *d = next;
+            next += 1;
+        }
+    }
+    for i in 0..n {
+        while dest[i] != i {
+            let j = dest[i];
+            m.paths.swap(i, j);
+            dest.swap(i, j);
         }
     }
     m.ecmp = order.len();
