@@ -490,3 +490,117 @@ async fn leader_election_with_kube_lease_manager() {
     let _ = tokio::time::timeout(Duration::from_secs(5), task_b).await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn event_recorder_creates_then_patches_series() {
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let sim = common::start().await;
+    let client = sim.client().await.unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(common::node("node-1", json!({}))).unwrap(),
+        )
+        .await
+        .unwrap();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "tabby-ipam-controller".into(),
+            instance: Some("pod-0".into()),
+        },
+    );
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: "BlockAssigned".into(),
+        note: Some("10.0.0.0/26".into()),
+        action: "Assign".into(),
+        secondary: None,
+    };
+    let reference = kube::Resource::object_ref(&node, &());
+    recorder.publish(&ev, &reference).await.unwrap();
+    recorder.publish(&ev, &reference).await.unwrap();
+    let events: Api<K8sEvent> = Api::namespaced(client.clone(), "default");
+    let list = events.list(&Default::default()).await.unwrap();
+    assert_eq!(
+        list.items.len(),
+        1,
+        "the repeat became a series on the same Event"
+    );
+    let e = &list.items[0];
+    assert_eq!(e.reason.as_deref(), Some("BlockAssigned"));
+    assert_eq!(
+        e.regarding.as_ref().and_then(|r| r.name.as_deref()),
+        Some("node-1")
+    );
+    assert_eq!(e.series.as_ref().map(|s| s.count), Some(2));
+    let stats = sim.stats();
+    assert_eq!(
+        stats.get("create events.events.k8s.io").copied(),
+        Some(1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.get("patch events.events.k8s.io").copied(),
+        Some(1),
+        "{stats:?}"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn watcher_with_streaming_lists() {
+    let sim = common::start().await;
+    let client = sim.client().await.unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    for n in ["a", "b"] {
+        nodes
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(common::node(n, json!({}))).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let s2 = seen.clone();
+    let stream = watcher(nodes.clone(), watcher::Config::default().streaming_lists())
+        .default_backoff()
+        .applied_objects();
+    let task = tokio::spawn(stream.for_each(move |r| {
+        if let Ok(n) = r {
+            s2.lock().unwrap().push(n.name_any());
+        }
+        async {}
+    }));
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            seen.lock().unwrap().len() >= 2
+        })
+        .await,
+        "initial events arrive over the watch"
+    );
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(common::node("c", json!({}))).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            seen.lock().unwrap().contains(&"c".to_owned())
+        })
+        .await
+    );
+    let stats = sim.stats();
+    assert_eq!(
+        stats.get("list nodes"),
+        None,
+        "streaming lists use no list call: {stats:?}"
+    );
+    task.abort();
+    sim.shutdown().await;
+}
