@@ -10,7 +10,10 @@
 //!
 //! Leader election: `kube-lease-manager` on a `coordination.k8s.io/v1` Lease. Only the leader
 //! writes, and leadership is re-checked before every single write, so a replica that loses the
-//! lease stops at the next write. The GC memory ([`GcTracker`]) is dropped whenever this replica
+//! lease stops at the next write. "Leading" is the lease manager's flag AND a Lease seen from
+//! the API held by this identity and renewed less than its duration ago ([`lease_held`]), so
+//! a replica whose renewals stop reaching the API stops writing before the Lease can expire and
+//! a standby take over. The GC memory ([`GcTracker`]) is dropped whenever this replica
 //! is not leading, so a new leader waits a full grace period before collecting anything.
 //!
 //! Owns: the caches, the loop, the mapping from actions to writes, Events and metric values.
@@ -22,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
@@ -80,15 +84,45 @@ pub enum ControllerError {
     CacheStopped(&'static str),
 }
 
+/// Whether `lease` (as last seen from the API) shows `identity` holding it at `now`: held by
+/// us, and renewed less than its duration ago. A second, independent check next to
+/// `kube-lease-manager`'s flag, which stays `true` while its renewals fail with API errors:
+/// a replica whose renewals stop reaching the API stops writing once its lease would expire,
+/// before a standby may take over.
+pub fn lease_held(lease: Option<&Lease>, identity: &str, now: Timestamp) -> bool {
+    let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else {
+        return false;
+    };
+    if spec.holder_identity.as_deref() != Some(identity) {
+        return false;
+    }
+    let (Some(renewed), Some(secs)) = (&spec.renew_time, spec.lease_duration_seconds) else {
+        return false;
+    };
+    let expires = renewed.0 + k8s_openapi::jiff::SignedDuration::from_secs(i64::from(secs));
+    now < expires
+}
+
 fn reflect<K>(api: Api<K>, notify: Arc<Notify>, what: &'static str) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
+    reflect_with(api, watcher::Config::default(), notify, what)
+}
+
+fn reflect_with<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    notify: Arc<Notify>,
+    what: &'static str,
+) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer);
+    let stream = watcher(api, config).default_backoff().reflect(writer);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
@@ -259,6 +293,24 @@ pub async fn run(
         .await
         .map_err(lease_err)?;
     let (mut leader, _lease_task) = manager.watch().await;
+    let lease_cache: Store<Lease> = reflect_with(
+        Api::namespaced(client.clone(), &args.lease_namespace),
+        watcher::Config::default().fields(&format!("metadata.name={}", args.lease_name)),
+        notify.clone(),
+        "Lease",
+    );
+    let holds = |leader: &tokio::sync::watch::Receiver<bool>| {
+        *leader.borrow()
+            && lease_held(
+                lease_cache
+                    .state()
+                    .iter()
+                    .find(|l| l.metadata.name.as_deref() == Some(args.lease_name.as_str()))
+                    .map(|l| &**l),
+                &identity,
+                Timestamp::now(),
+            )
+    };
 
     let recorder = Recorder::new(
         client.clone(),
@@ -293,7 +345,7 @@ pub async fn run(
                 }
             }
         }
-        let leading = *leader.borrow();
+        let leading = holds(&leader);
         if leading != was_leading {
             info!(%identity, leading, "leadership changed");
             was_leading = leading;
@@ -327,7 +379,7 @@ pub async fn run(
                 .set(i64::try_from(f.free).unwrap_or(i64::MAX));
         }
         for action in plan.actions {
-            if !*leader.borrow() {
+            if !holds(&leader) {
                 warn!(%identity, "lost the lease; stopping writes");
                 break;
             }
@@ -519,6 +571,58 @@ impl Executor {
                 self.metrics.reconcile_errors.inc();
                 warn!(error = %e, "write failed; retried next pass");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    use super::*;
+
+    #[test]
+    fn lease_held_needs_holder_and_a_fresh_renewal() {
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        let lease = |holder: Option<&str>, renewed: Option<i64>, dur: Option<i32>| Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(Into::into),
+                renew_time: renewed
+                    .map(|s| MicroTime(Timestamp::from_second(1_800_000_000 + s).unwrap())),
+                lease_duration_seconds: dur,
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        };
+        // (case, lease, held)
+        let cases = [
+            (
+                "fresh, ours",
+                Some(lease(Some("a"), Some(-5), Some(15))),
+                true,
+            ),
+            (
+                "expired",
+                Some(lease(Some("a"), Some(-15), Some(15))),
+                false,
+            ),
+            (
+                "someone else's",
+                Some(lease(Some("b"), Some(-1), Some(15))),
+                false,
+            ),
+            ("no holder", Some(lease(None, Some(-1), Some(15))), false),
+            (
+                "no renew time",
+                Some(lease(Some("a"), None, Some(15))),
+                false,
+            ),
+            ("no duration", Some(lease(Some("a"), Some(-1), None)), false),
+            ("no lease seen", None, false),
+        ];
+        for (case, l, want) in cases {
+            assert_eq!(lease_held(l.as_ref(), "a", t0), want, "{case}");
         }
     }
 }
