@@ -134,8 +134,9 @@ fn measure(peers: u32, per_peer: u32, overlap: bool) -> (f64, f64) {
 
 #[test]
 fn bytes_per_route() {
-    // Full size (1M paths) in release/bench builds; a tenth in the debug test profile so CI
-    // stays fast. The per-route figure is the same to within the hash table's growth step.
+    // Full size (1M paths, ~2 s in the test profile); `TABBY_RIB_MEMORY_PER_PEER` scales it.
+    // The per-route figure depends on where the count falls between the hash table's
+    // power-of-two sizes (see docs/architecture.md).
     let per_peer = std::env::var("TABBY_RIB_MEMORY_PER_PEER")
         .ok()
         .and_then(|v| v.parse().ok())
