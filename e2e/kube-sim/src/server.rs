@@ -27,6 +27,9 @@ use crate::schema;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{Event, EventType, State};
 
+/// Most distinct `verb resource` keys the request log keeps.
+const MAX_STATS_KEYS: usize = 4096;
+
 /// Largest accepted request body (the real server's limit is 3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
@@ -80,7 +83,10 @@ impl Shared {
 
     fn count(&self, key: String) {
         let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        *s.entry(key).or_insert(0) += 1;
+        // Keys come from request paths: cap how many distinct ones a client can make us keep.
+        if s.len() < MAX_STATS_KEYS || s.contains_key(&key) {
+            *s.entry(key).or_insert(0) += 1;
+        }
     }
 
     /// Ends every open watch (clients reconnect from their last resourceVersion).
