@@ -456,8 +456,8 @@ async fn leader_election_with_kube_lease_manager() {
         kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "tabby-ipam-controller")
             .with_namespace("kube-system")
             .with_identity(id)
-            .with_duration(3)
-            .with_grace(1)
+            .with_duration(5)
+            .with_grace(2)
             .build()
     };
     let a = build("controller-a").await.unwrap();
@@ -476,7 +476,7 @@ async fn leader_election_with_kube_lease_manager() {
 
     // Kill the leader without releasing the lease: the other takes over after expiry.
     task_a.abort();
-    let b_leads = eventually(Duration::from_secs(20), || async { *rx_b.borrow() }).await;
+    let b_leads = eventually(Duration::from_secs(30), || async { *rx_b.borrow() }).await;
     assert!(
         b_leads,
         "the second candidate takes over once the lease expires"
