@@ -139,26 +139,54 @@ where
 #[derive(Default)]
 struct Overlay {
     created: BTreeMap<String, (IPAMBlock, Instant)>,
-    deleted: BTreeMap<String, Instant>,
+    /// Deleted blocks by name, with the resourceVersion that was deleted: a block re-created
+    /// under the same name (a reclaimed CIDR) has another version and is not hidden.
+    deleted: BTreeMap<String, (String, Instant)>,
 }
 
 impl Overlay {
     fn apply(&mut self, blocks: &mut Vec<IPAMBlock>) {
         let now = Instant::now();
-        let names: std::collections::BTreeSet<String> = blocks
+        let seen: BTreeMap<String, String> = blocks
             .iter()
-            .filter_map(|b| b.metadata.name.clone())
+            .filter_map(|b| {
+                Some((
+                    b.metadata.name.clone()?,
+                    b.metadata.resource_version.clone().unwrap_or_default(),
+                ))
+            })
             .collect();
-        self.created
-            .retain(|n, (_, t)| !names.contains(n) && now.duration_since(*t) < OVERLAY_TTL);
         self.deleted
-            .retain(|n, t| names.contains(n) && now.duration_since(*t) < OVERLAY_TTL);
+            .retain(|n, (rv, t)| seen.get(n) == Some(rv) && now.duration_since(*t) < OVERLAY_TTL);
+        // Keep a created block while the cache shows no such name, or only the deleted
+        // version of it.
+        let deleted = &self.deleted;
+        self.created.retain(|n, (_, t)| {
+            now.duration_since(*t) < OVERLAY_TTL
+                && seen
+                    .get(n)
+                    .is_none_or(|rv| deleted.get(n).is_some_and(|(d, _)| d == rv))
+        });
         blocks.retain(|b| {
-            !self
-                .deleted
-                .contains_key(b.metadata.name.as_deref().unwrap_or_default())
+            let name = b.metadata.name.as_deref().unwrap_or_default();
+            self.deleted.get(name).is_none_or(|(rv, _)| {
+                b.metadata.resource_version.as_deref().unwrap_or_default() != rv
+            })
         });
         blocks.extend(self.created.values().map(|(b, _)| b.clone()));
+    }
+
+    fn created(&mut self, block: IPAMBlock) {
+        let name = block.metadata.name.clone().unwrap_or_default();
+        self.created.insert(name, (block, Instant::now()));
+    }
+
+    fn deleted(&mut self, name: &str, resource_version: &str) {
+        self.created.remove(name);
+        self.deleted.insert(
+            name.to_string(),
+            (resource_version.to_string(), Instant::now()),
+        );
     }
 }
 
@@ -420,9 +448,7 @@ impl Executor {
                 let r = write::create_block(&self.blocks, plan).await;
                 if let Ok(Outcome::Done) = r {
                     self.metrics.assigned.inc();
-                    overlay
-                        .created
-                        .insert(plan.name.clone(), (planned_block(plan), Instant::now()));
+                    overlay.created(planned_block(plan));
                     info!(block = %plan.name, node = %plan.node, pool = %plan.pool, "block assigned");
                     self.event(
                         &node_ref(&plan.node),
@@ -446,7 +472,7 @@ impl Executor {
             } => {
                 let r = write::delete_block(&self.blocks, name, resource_version).await;
                 if let Ok(Outcome::Done) = r {
-                    overlay.deleted.insert(name.clone(), Instant::now());
+                    overlay.deleted(name, resource_version);
                     let (reason, note) = match why {
                         DeleteWhy::Orphan => {
                             self.metrics.deleted.inc();
@@ -581,6 +607,49 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
     use super::*;
+
+    fn blk(name: &str, rv: &str) -> IPAMBlock {
+        let mut b = IPAMBlock::new(
+            name,
+            tabby_api::v1alpha1::IPAMBlockSpec {
+                cidr: "10.0.0.0/28".into(),
+                pool: "p".into(),
+                node: "n".into(),
+            },
+        );
+        b.metadata.resource_version = Some(rv.into());
+        b
+    }
+
+    fn view(o: &mut Overlay, cache: &[IPAMBlock]) -> Vec<Option<String>> {
+        let mut v = cache.to_vec();
+        o.apply(&mut v);
+        v.into_iter().map(|b| b.metadata.resource_version).collect()
+    }
+
+    #[test]
+    fn overlay_bridges_cache_lag_across_delete_and_recreate() {
+        let mut o = Overlay::default();
+        let old = blk("x", "5");
+        // Deleted at rv 5; the cache still shows it: hidden.
+        o.deleted("x", "5");
+        assert_eq!(
+            view(&mut o, std::slice::from_ref(&old)),
+            Vec::<Option<String>>::new()
+        );
+        // Re-created (reclaimed CIDR) before the cache caught up: the new one shows.
+        o.created(blk("x", ""));
+        assert_eq!(
+            view(&mut o, std::slice::from_ref(&old)),
+            vec![Some(String::new())]
+        );
+        // The cache shows the new version: it is taken from the cache, nothing hidden.
+        assert_eq!(view(&mut o, &[blk("x", "9")]), vec![Some("9".into())]);
+        assert!(o.created.is_empty() && o.deleted.is_empty());
+        // A created block the cache lacks is shown once.
+        o.created(blk("y", ""));
+        assert_eq!(view(&mut o, &[]).len(), 1);
+    }
 
     #[test]
     fn lease_held_needs_holder_and_a_fresh_renewal() {
