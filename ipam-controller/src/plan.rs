@@ -486,7 +486,8 @@ pub fn plan_pass(
     // Pool status and figures (counted on the blocks as read, before this pass's writes).
     let overlaps = pool::overlaps(&pools);
     for p in &pools {
-        let usage = node::pool_usage(p, &valid);
+        // Every block counts, valid or not: an invalid block's CIDR is still taken.
+        let usage = node::pool_usage(p, &snap.blocks);
         out.pools.insert(
             p.name.clone(),
             PoolFigures {

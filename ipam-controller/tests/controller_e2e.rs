@@ -486,3 +486,66 @@ async fn selector_annotation_and_reclaim() {
         .count();
     assert_eq!(zgpu, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_block_is_reported_and_left_alone() {
+    let env = env().await;
+    let c = &env.client;
+    create_pool(c, "p", "10.6.0.0/27", Some(28)).await;
+    // Passes the schema, but its name does not match its CIDR: Rust-side validation rejects it.
+    let api: Api<tabby_api::v1alpha1::IPAMBlock> = Api::all(c.clone());
+    let bogus = tabby_api::v1alpha1::IPAMBlock::new(
+        "bogus",
+        tabby_api::v1alpha1::IPAMBlockSpec {
+            cidr: "10.6.0.0/28".into(),
+            pool: "p".into(),
+            node: "ghost".into(),
+        },
+    );
+    api.create(&Default::default(), &bogus).await.unwrap();
+    let _ctl = controller(&env, "ctl-a", &[]);
+    create_node(c, "n1", &[]).await;
+    create_node(c, "n2", &[]).await;
+    eventually("one node gets the only other block", WAIT, || async {
+        blocks(c)
+            .await
+            .iter()
+            .any(|b| b.spec.cidr == "10.6.0.16/28")
+    })
+    .await;
+    eventually(
+        "an InvalidIPAMBlock Event names the block",
+        WAIT,
+        || async {
+            event_reasons(c, "IPAMBlock", "bogus")
+                .await
+                .contains(&"InvalidIPAMBlock".to_string())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        api.get_opt("bogus").await.unwrap().is_some(),
+        "an invalid block of a missing node is neither deleted nor reclaimed"
+    );
+    assert_eq!(
+        blocks(c).await.len(),
+        2,
+        "nothing carved over the invalid block"
+    );
+    eventually("the pool shows Exhausted", WAIT, || async {
+        allocatable(c, "p").await == Some(("False".into(), "Exhausted".into()))
+    })
+    .await;
+    let waiting = if blocks_of(c, "n1").await.is_empty() {
+        "n1"
+    } else {
+        "n2"
+    };
+    assert!(
+        event_reasons(c, "Node", waiting)
+            .await
+            .contains(&"IPPoolExhausted".to_string())
+    );
+    check_invariants(c).await;
+}
