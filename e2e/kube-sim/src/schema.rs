@@ -382,6 +382,7 @@ fn validate_at(
                     format!("Too many: {n}: must have at most {max} items"),
                 ));
             }
+            check_list_type(schema, items, path, causes);
             if let Some(is) = schema.get("items") {
                 for (i, it) in items.iter().enumerate() {
                     validate_at(is, rules, it, None, &format!("{path}[{i}]"), false, causes);
@@ -427,6 +428,48 @@ fn validate_at(
                     format!("Invalid value: {msg}"),
                 )),
             }
+        }
+    }
+}
+
+/// `x-kubernetes-list-type: set` (items unique) and `map` (items unique by their
+/// `x-kubernetes-list-map-keys`): the real server answers a repeat with `Duplicate value` at the
+/// second item. Tabby's IPAMBlock status relies on this to refuse a duplicate ordinal.
+fn check_list_type(schema: &Value, items: &[Value], path: &str, causes: &mut Vec<Cause>) {
+    let key_of = |item: &Value| -> Value {
+        match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
+            Some("set") => item.clone(),
+            Some("map") => {
+                let keys = schema
+                    .get("x-kubernetes-list-map-keys")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                Value::Object(
+                    keys.iter()
+                        .filter_map(Value::as_str)
+                        .map(|k| (k.to_string(), item.get(k).cloned().unwrap_or(Value::Null)))
+                        .collect(),
+                )
+            }
+            _ => Value::Null,
+        }
+    };
+    if !matches!(
+        schema.get("x-kubernetes-list-type").and_then(Value::as_str),
+        Some("set" | "map")
+    ) {
+        return;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        let key = key_of(item);
+        if !seen.insert(key.to_string()) {
+            causes.push(Cause::new(
+                "FieldValueDuplicate",
+                format!("{path}[{i}]"),
+                format!("Duplicate value: {key}"),
+            ));
         }
     }
 }
@@ -634,6 +677,41 @@ mod tests {
                 "{obj}: expected {reason} at {field}, got {c:?}"
             );
         }
+    }
+
+    #[test]
+    fn list_type_map_and_set_refuse_duplicates() {
+        let schema = json!({"type": "object", "properties": {
+            "allocations": {"type": "array", "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["ordinal"],
+                "items": {"type": "object", "properties": {
+                    "ordinal": {"type": "integer"}, "handle": {"type": "string"}}}},
+            "tags": {"type": "array", "x-kubernetes-list-type": "set",
+                "items": {"type": "string"}},
+            "free": {"type": "array", "items": {"type": "string"}}}});
+        let rules = compile(&schema).unwrap();
+        let ok = json!({"allocations": [{"ordinal": 1, "handle": "a"}, {"ordinal": 2, "handle": "a"}],
+            "tags": ["x", "y"], "free": ["z", "z"]});
+        assert!(validate(&schema, &rules, &ok, None).is_empty());
+        let bad = json!({"allocations": [{"ordinal": 1, "handle": "a"}, {"ordinal": 1, "handle": "b"}],
+            "tags": ["x", "x"]});
+        let causes = validate(&schema, &rules, &bad, None);
+        let got: Vec<(&str, &str)> = causes
+            .iter()
+            .map(|c| (c.field.as_str(), c.reason.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("allocations[1]", "FieldValueDuplicate"),
+                ("tags[1]", "FieldValueDuplicate")
+            ]
+        );
+        assert!(
+            causes[0].message.contains(r#"{"ordinal":1}"#),
+            "{}",
+            causes[0].message
+        );
     }
 
     #[test]
