@@ -98,3 +98,17 @@ pub(crate) fn check_dns_subdomain(errors: &mut Errors, path: &str, value: &str) 
         );
     }
 }
+
+/// Validation of an object read from the API whose only object-level rule is a DNS-subdomain
+/// name: the name, then the spec's own checks.
+pub(crate) fn name_and_spec(
+    name: Option<&str>,
+    spec: Result<(), Vec<FieldError>>,
+) -> Result<(), Vec<FieldError>> {
+    let mut errors = Errors::default();
+    check_dns_subdomain(&mut errors, "metadata.name", name.unwrap_or_default());
+    if let Err(e) = spec {
+        errors.extend(e);
+    }
+    errors.finish()
+}

@@ -372,15 +372,6 @@ impl BGPPeerSpec {
 impl BGPPeer {
     /// Validates the object read from the API (name and spec).
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
-        let mut errors = Errors::default();
-        crate::validation::check_dns_subdomain(
-            &mut errors,
-            "metadata.name",
-            self.metadata.name.as_deref().unwrap_or_default(),
-        );
-        if let Err(e) = self.spec.validate() {
-            errors.extend(e);
-        }
-        errors.finish()
+        crate::validation::name_and_spec(self.metadata.name.as_deref(), self.spec.validate())
     }
 }

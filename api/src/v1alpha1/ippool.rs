@@ -9,7 +9,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::selector::Selector;
-use crate::validation::{Errors, FieldError};
+use crate::validation::FieldError;
 
 /// Default block prefix length for IPv4 pools (64 addresses per block).
 pub const DEFAULT_BLOCK_SIZE_V4: u8 = 26;
@@ -231,15 +231,6 @@ impl IPPoolSpec {
 impl IPPool {
     /// Validates the object read from the API (name and spec).
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
-        let mut errors = Errors::default();
-        crate::validation::check_dns_subdomain(
-            &mut errors,
-            "metadata.name",
-            self.metadata.name.as_deref().unwrap_or_default(),
-        );
-        if let Err(e) = self.spec.validate() {
-            errors.extend(e);
-        }
-        errors.finish()
+        crate::validation::name_and_spec(self.metadata.name.as_deref(), self.spec.validate())
     }
 }
