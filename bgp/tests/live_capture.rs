@@ -435,11 +435,22 @@ fn check(name: &str, s: &Session, expected: &BTreeMap<String, Route>, peer_as: u
                 .copied()
                 .unwrap_or(0)
         };
-        assert_eq!(
-            from_daemon("UPDATE"),
-            s.counts.get("UPDATE").copied().unwrap_or(0),
-            "{name}: the capture holds exactly the UPDATEs the speaker decoded"
-        );
+        let decoded = s.counts.get("UPDATE").copied().unwrap_or(0);
+        if c.issues.iter().any(|w| w.contains("never captured")) {
+            // tcpdump itself dropped packets (seen on a loaded 2-core CI machine): the reassembler
+            // reported the hole instead of inventing bytes, so the capture can only hold fewer.
+            println!("{name}: tcpdump dropped packets; comparing counts as an upper bound");
+            assert!(
+                from_daemon("UPDATE") <= decoded,
+                "{name}: a capture with a hole holds no more UPDATEs than the speaker decoded"
+            );
+        } else {
+            assert_eq!(
+                from_daemon("UPDATE"),
+                decoded,
+                "{name}: the capture holds exactly the UPDATEs the speaker decoded"
+            );
+        }
         assert_eq!(from_daemon("OPEN"), 1);
         assert_eq!(
             c.counts.get(&(OUR_ADDR.to_string(), "OPEN".to_string())),
