@@ -78,6 +78,8 @@ struct CaptureCheck {
     issues: Vec<String>,
     /// Non-OPEN messages whose context was not negotiated from both OPENs.
     not_negotiated: usize,
+    /// Bytes the reassembler found missing from the capture (tcpdump drops), over all streams.
+    hole_bytes: u64,
 }
 
 fn read_back(pcap: &std::path::Path) -> CaptureCheck {
@@ -87,6 +89,12 @@ fn read_back(pcap: &std::path::Path) -> CaptureCheck {
     let d = decode_streams(&streams, &DecodeContext::default());
     let mut c = CaptureCheck {
         link: file.frames.first().map(|f| f.link),
+        hole_bytes: streams
+            .streams
+            .iter()
+            .flat_map(|s| &s.stream.gaps)
+            .map(|g| g.len)
+            .sum(),
         ..CaptureCheck::default()
     };
     for r in &d.records {
@@ -436,7 +444,7 @@ fn check(name: &str, s: &Session, expected: &BTreeMap<String, Route>, peer_as: u
                 .unwrap_or(0)
         };
         let decoded = s.counts.get("UPDATE").copied().unwrap_or(0);
-        if c.issues.iter().any(|w| w.contains("never captured")) {
+        if c.hole_bytes > 0 {
             // tcpdump itself dropped packets (seen on a loaded 2-core CI machine): the reassembler
             // reported the hole instead of inventing bytes, so the capture can only hold fewer.
             println!("{name}: tcpdump dropped packets; comparing counts as an upper bound");
