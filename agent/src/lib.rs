@@ -1,0 +1,1 @@
+//! Tabby node agent.

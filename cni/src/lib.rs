@@ -1,0 +1,1 @@
+//! CNI protocol types and the tabby-cni shim.
