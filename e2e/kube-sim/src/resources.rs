@@ -64,6 +64,9 @@ pub struct VersionInfo {
     pub columns: Vec<PrinterColumn>,
     /// Whether the `status` subresource is enabled.
     pub status: bool,
+    /// Fields a `fieldSelector` may name besides `metadata.name`/`metadata.namespace`: a CRD
+    /// version's `selectableFields` (`spec.node`, without the leading dot).
+    pub selectable: Vec<String>,
 }
 
 /// A served resource type.
@@ -137,6 +140,7 @@ impl ResourceType {
                 rules: Arc::new(CompiledRules::default()),
                 columns: Vec::new(),
                 status,
+                selectable: Vec::new(),
             }],
             custom: false,
         }
@@ -425,12 +429,25 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, Vec<Cause>> {
                     .collect()
             })
             .unwrap_or_default();
+        let selectable = v
+            .get("selectableFields")
+            .and_then(Value::as_array)
+            .map(|fields| {
+                fields
+                    .iter()
+                    .filter_map(|f| f.get("jsonPath").and_then(Value::as_str))
+                    .map(|p| p.trim_start_matches('.').to_owned())
+                    .filter(|p| !p.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
         versions.push(VersionInfo {
             name: vname,
             schema: schema.map(Arc::new),
             rules: Arc::new(rules),
             columns,
             status: v.pointer("/subresources/status").is_some(),
+            selectable,
         });
     }
     if storage.is_none() && !list.is_empty() {

@@ -163,7 +163,8 @@ impl LabelSelector {
     }
 }
 
-/// A parsed field selector over `metadata.name` / `metadata.namespace`.
+/// A parsed field selector over `metadata.name` / `metadata.namespace` and a CRD's
+/// `selectableFields`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldSelector(pub Vec<(String, bool, String)>);
 
@@ -171,6 +172,12 @@ impl FieldSelector {
     /// Parses the `fieldSelector` query parameter. Only the fields every resource supports on the
     /// real server are accepted; others get the real server's 400.
     pub fn parse(sel: &str) -> Result<Self, ApiError> {
+        Self::parse_for(sel, &[])
+    }
+
+    /// Like [`FieldSelector::parse`], also accepting the resource's `selectable` fields (a CRD
+    /// version's `selectableFields`, e.g. `spec.node`), as the real server does since 1.32.
+    pub fn parse_for(sel: &str, selectable: &[String]) -> Result<Self, ApiError> {
         let mut out = Vec::new();
         if sel.trim().is_empty() {
             return Ok(FieldSelector(out));
@@ -189,7 +196,10 @@ impl FieldSelector {
                 )));
             };
             let k = k.trim();
-            if k != "metadata.name" && k != "metadata.namespace" {
+            if k != "metadata.name"
+                && k != "metadata.namespace"
+                && !selectable.iter().any(|s| s == k)
+            {
                 return Err(ApiError::bad_request(format!(
                     "field label not supported: {k}"
                 )));
@@ -202,13 +212,15 @@ impl FieldSelector {
     /// Whether the object satisfies the selector.
     pub fn matches(&self, obj: &Value) -> bool {
         self.0.iter().all(|(k, eq, v)| {
-            let actual = match k.as_str() {
-                "metadata.name" => obj.pointer("/metadata/name"),
-                _ => obj.pointer("/metadata/namespace"),
-            }
-            .and_then(Value::as_str)
-            .unwrap_or("");
-            (actual == v) == *eq
+            let pointer = format!("/{}", k.replace('.', "/"));
+            // Selectable fields are strings, integers or booleans; an absent one is "".
+            let actual = match obj.pointer(&pointer) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::Bool(b)) => b.to_string(),
+                _ => String::new(),
+            };
+            (actual == *v) == *eq
         })
     }
 }
@@ -280,6 +292,12 @@ mod tests {
                 .matches(&o)
         );
         assert!(FieldSelector::parse("spec.nodeName=x").is_err());
+        let selectable = ["spec.node".to_owned()];
+        let f = FieldSelector::parse_for("spec.node=n1", &selectable).unwrap();
+        assert!(f.matches(&json!({"metadata": {"name": "b"}, "spec": {"node": "n1"}})));
+        assert!(!f.matches(&json!({"metadata": {"name": "b"}, "spec": {"node": "n2"}})));
+        assert!(!f.matches(&json!({"metadata": {"name": "b"}})));
+        assert!(FieldSelector::parse_for("spec.pool=x", &selectable).is_err());
         assert!(FieldSelector::parse("garbage").is_err());
     }
 }

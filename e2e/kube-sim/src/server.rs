@@ -608,9 +608,20 @@ struct ContinueToken {
     start: String,
 }
 
+/// The fields a `fieldSelector` on `rt` at `version` may name besides the metadata ones.
+pub fn selectable<'a>(rt: &'a ResourceType, version: &str) -> &'a [String] {
+    rt.version(version)
+        .or(rt.versions.first())
+        .map(|v| v.selectable.as_slice())
+        .unwrap_or_default()
+}
+
 fn list(state: &State, rt: &ResourceType, req: &ApiRequest) -> Result<Listed, ApiError> {
     let labels = LabelSelector::parse(req.q("labelSelector").unwrap_or(""))?;
-    let fields = FieldSelector::parse(req.q("fieldSelector").unwrap_or(""))?;
+    let fields = FieldSelector::parse_for(
+        req.q("fieldSelector").unwrap_or(""),
+        selectable(rt, &req.target.version),
+    )?;
     let limit: usize = match req.q("limit") {
         Some(l) => l
             .parse()
@@ -1661,7 +1672,10 @@ fn delete_collection(
     req: &ApiRequest,
 ) -> Result<Response, ApiError> {
     let labels = LabelSelector::parse(req.q("labelSelector").unwrap_or(""))?;
-    let fields = FieldSelector::parse(req.q("fieldSelector").unwrap_or(""))?;
+    let fields = FieldSelector::parse_for(
+        req.q("fieldSelector").unwrap_or(""),
+        selectable(rt, &req.target.version),
+    )?;
     let ns = req.target.namespace.clone();
     let keys: Vec<(String, String)> = state
         .bucket(&rt.gr)

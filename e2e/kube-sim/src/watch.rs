@@ -113,7 +113,6 @@ fn setup(shared: &Shared, req: &ApiRequest) -> Result<Setup, ApiError> {
             .filter(|s| !s.is_empty())
     };
     let labels = LabelSelector::parse(q("labelSelector").unwrap_or(""))?;
-    let fields = FieldSelector::parse(q("fieldSelector").unwrap_or(""))?;
     let bookmarks = matches!(q("allowWatchBookmarks"), Some("true" | "1"));
     let send_initial = matches!(q("sendInitialEvents"), Some("true" | "1"));
     let timeout = match q("timeoutSeconds") {
@@ -133,6 +132,10 @@ fn setup(shared: &Shared, req: &ApiRequest) -> Result<Setup, ApiError> {
     };
     let state = shared.lock();
     let rt = resolve(&state, &req.target)?;
+    let fields = FieldSelector::parse_for(
+        q("fieldSelector").unwrap_or(""),
+        crate::server::selectable(&rt, &req.target.version),
+    )?;
     let filter = Filter {
         rt,
         version: req.target.version.clone(),
