@@ -37,6 +37,7 @@ use serde::de::DeserializeOwned;
 use tabby_api::ipam::IpamConfig;
 use tabby_api::ipam::node::GcTracker;
 use tabby_api::ipam::pool::POOL_ANNOTATION;
+use tabby_api::rbac::{ApiCall, Scope, Verb};
 use tabby_api::v1alpha1::{IPAMBlock, IPPool};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
@@ -57,6 +58,53 @@ const OVERLAY_TTL: Duration = Duration::from_secs(30);
 const WARNING_REPEAT: Duration = Duration::from_secs(600);
 /// Field manager / reporting controller name.
 pub const CONTROLLER_NAME: &str = "tabby-ipam-controller";
+
+/// Every API request this controller makes, for the chart's RBAC audit (`e2e/chart`): the
+/// rendered ClusterRole/Role must allow exactly these, nothing more. Keep it next to the calls:
+/// a call added here without a rule in `charts/tabby/templates/controller-rbac.yaml` (or a rule
+/// left there after its call is gone) fails the audit.
+#[rustfmt::skip]
+pub const API_CALLS: &[ApiCall] = {
+    use tabby_api::rbac::Scope::{Cluster, OwnNamespace};
+    use tabby_api::rbac::TABBY_GROUP as G;
+    use tabby_api::rbac::Verb::*;
+    const L: &str = "coordination.k8s.io";
+    const E: &str = "events.k8s.io";
+    const fn c(v: Verb, g: &'static str, r: &'static str, s: Option<&'static str>, sc: Scope, why: &'static str) -> ApiCall {
+        ApiCall::new(v, g, r, s, sc, why)
+    }
+    &[
+        // Reflectors in `run` (a watcher lists, then watches).
+        c(List,   "", "nodes", None, Cluster, "Node cache"),
+        c(Watch,  "", "nodes", None, Cluster, "Node cache"),
+        c(List,   "", "pods", None, Cluster, "Pod cache (garbage collection)"),
+        c(Watch,  "", "pods", None, Cluster, "Pod cache (garbage collection)"),
+        c(List,   G, "ippools", None, Cluster, "IPPool cache"),
+        c(Watch,  G, "ippools", None, Cluster, "IPPool cache"),
+        c(List,   G, "ipamblocks", None, Cluster, "IPAMBlock cache"),
+        c(Watch,  G, "ipamblocks", None, Cluster, "IPAMBlock cache"),
+        // `write::release`: fresh reads of the pod and the block, then a CAS status write.
+        c(Get,    "", "pods", None, Cluster, "release re-checks the pod"),
+        c(Get,    G, "ipamblocks", None, Cluster, "release re-reads the block"),
+        c(Update, G, "ipamblocks", Some("status"), Cluster, "release (compare-and-swap)"),
+        // `write::create_block`, `write::delete_block`.
+        c(Create, G, "ipamblocks", None, Cluster, "assign a block"),
+        c(Delete, G, "ipamblocks", None, Cluster, "reclaim or release a block"),
+        // `write::pool_finalizer`, `write::pool_status`.
+        c(Get,    G, "ippools", None, Cluster, "fresh read before a pool write"),
+        c(Update, G, "ippools", None, Cluster, "pool finalizer"),
+        c(Update, G, "ippools", Some("status"), Cluster, "pool status"),
+        // kube-lease-manager (get, create, patch) and the Lease reflector in `run`.
+        c(Get,    L, "leases", None, OwnNamespace, "leader election"),
+        c(Create, L, "leases", None, OwnNamespace, "leader election"),
+        c(Patch,  L, "leases", None, OwnNamespace, "leader election"),
+        c(List,   L, "leases", None, OwnNamespace, "Lease cache"),
+        c(Watch,  L, "leases", None, OwnNamespace, "Lease cache"),
+        // The Recorder: Events about Nodes, Pods, IPPools and IPAMBlocks, in any namespace.
+        c(Create, E, "events", None, Cluster, "Events"),
+        c(Patch,  E, "events", None, Cluster, "repeated Events (series count)"),
+    ]
+};
 
 /// Why the controller stopped.
 #[derive(Debug, thiserror::Error)]
