@@ -1,1 +1,3 @@
 //! Tabby node agent.
+
+pub mod ipam;
