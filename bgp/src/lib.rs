@@ -7,6 +7,7 @@
 //! - [`rib`]: Adj-RIB-In, Loc-RIB, best path, update groups (Adj-RIB-Out); pure.
 //! - [`policy`]: import/export policy language, validation and evaluation; pure.
 //! - [`session`]: one tokio task per session: sockets, timers and the FSM's actions as I/O.
+//! - [`speaker`]: the speaker: sessions joined to the RIB in one loop, behind a cloneable handle.
 //! - [`capture`]: reading BGP byte streams out of packet captures, for `bgp-decode` and tests.
 
 pub mod capture;
@@ -15,4 +16,5 @@ pub mod negotiate;
 pub mod policy;
 pub mod rib;
 pub mod session;
+pub mod speaker;
 pub mod wire;

@@ -277,6 +277,26 @@ impl Rib {
         Ok(())
     }
 
+    /// Replaces what the RIB knows of a registered peer (its identifier or AS after it came
+    /// back, e.g. from a new OPEN). Selection is re-run when something it compares changed.
+    pub fn set_peer_info(&mut self, info: PeerInfo) -> Result<(), RibError> {
+        let cur = self
+            .peers
+            .get_mut(&info.id)
+            .ok_or(RibError::UnknownPeer(info.id))?;
+        if *cur == info {
+            return Ok(());
+        }
+        *cur = info;
+        self.reselect_all();
+        Ok(())
+    }
+
+    /// Whether the peer currently has an import policy other than the default.
+    pub fn has_import_policy(&self, peer: PeerId) -> bool {
+        self.import.get(&peer).is_some_and(|i| i.policy.is_some())
+    }
+
     pub fn set_max_prefix(&mut self, peer: PeerId, max: Option<u32>) -> Result<(), RibError> {
         let imp = self
             .import
@@ -324,6 +344,19 @@ impl Rib {
             return Err(RibError::UnknownPeer(peer));
         }
         Ok(self.v4.set_stale(peer, true) + self.v6.set_stale(peer, true))
+    }
+
+    /// Marks `peer`'s routes of one family stale: the start of an enhanced route refresh (RFC
+    /// 7313 §4, BoRR); [`Rib::end_of_rib`] at its EoRR sweeps what was not re-sent.
+    pub fn mark_stale_family(&mut self, peer: PeerId, family: Family) -> Result<usize, RibError> {
+        if !self.peers.contains_key(&peer) {
+            return Err(RibError::UnknownPeer(peer));
+        }
+        Ok(match family {
+            Family::IPV4_UNICAST => self.v4.set_stale(peer, true),
+            Family::IPV6_UNICAST => self.v6.set_stale(peer, true),
+            _ => 0,
+        })
     }
 
     /// End-of-RIB for `family` from a restarted peer: the stale routes it did not refresh go.

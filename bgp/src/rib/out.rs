@@ -567,6 +567,28 @@ impl UpdateGroups {
         policy: Option<Arc<Policy>>,
         rib: &Rib,
     ) -> Result<(GroupId, Vec<Update>), GroupError> {
+        let id = self.enter(peer, key, policy)?;
+        let (dump_key, dump_policy) = match self.groups.get(&id) {
+            Some(g) => (g.key.clone(), g.policy.clone()),
+            None => return Err(GroupError::NotMember(peer)),
+        };
+        match dump(dump_key, dump_policy, rib) {
+            Ok(updates) => Ok((id, updates)),
+            Err(e) => {
+                // Leave no half-joined member behind.
+                let _ = self.leave(peer);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Adds `peer` to the group for `key` (made if needed), without a dump.
+    fn enter(
+        &mut self,
+        peer: PeerId,
+        key: GroupKey,
+        policy: Option<Arc<Policy>>,
+    ) -> Result<GroupId, GroupError> {
         if self.member_of.contains_key(&peer) {
             return Err(GroupError::AlreadyMember(peer));
         }
@@ -595,16 +617,11 @@ impl UpdateGroups {
                 id
             }
         };
-        let (dump_key, dump_policy) = match self.groups.get(&id) {
-            Some(g) => (g.key.clone(), g.policy.clone()),
-            None => (key, None),
-        };
-        let updates = dump(dump_key, dump_policy, rib)?;
         if let Some(g) = self.groups.get_mut(&id) {
             g.members.insert(peer);
         }
         self.member_of.insert(peer, id);
-        Ok((id, updates))
+        Ok(id)
     }
 
     /// The whole table again for one member: the answer to its ROUTE-REFRESH (RFC 2918 §4;
@@ -618,6 +635,144 @@ impl UpdateGroups {
             return Err(GroupError::NotMember(peer));
         };
         Ok(dump(g.key.clone(), g.policy.clone(), rib)?)
+    }
+
+    /// [`UpdateGroups::refresh`] for one family (RFC 2918 asks per AFI/SAFI).
+    pub fn refresh_family(
+        &self,
+        peer: PeerId,
+        family: crate::wire::Family,
+        rib: &Rib,
+    ) -> Result<Vec<Update>, GroupError> {
+        let id = self
+            .member_of
+            .get(&peer)
+            .ok_or(GroupError::NotMember(peer))?;
+        let Some(g) = self.groups.get(id) else {
+            return Err(GroupError::NotMember(peer));
+        };
+        let mut key = g.key.clone();
+        key.ipv4 &= family == crate::wire::Family::IPV4_UNICAST;
+        key.ipv6 &= family == crate::wire::Family::IPV6_UNICAST;
+        Ok(dump(key, g.policy.clone(), rib)?)
+    }
+
+    /// Moves a member to the group of `key` / `policy` (its export policy or next-hop mode
+    /// changed) without resetting its session. Returns the new group and what the peer must
+    /// be sent to match it: every route the new group exports, and a withdrawal for every
+    /// route only the old one exported.
+    pub fn regroup(
+        &mut self,
+        peer: PeerId,
+        key: GroupKey,
+        policy: Option<Arc<Policy>>,
+        rib: &Rib,
+    ) -> Result<(GroupId, Vec<Update>), GroupError> {
+        let (old_key, old_policy) = {
+            let id = self
+                .member_of
+                .get(&peer)
+                .ok_or(GroupError::NotMember(peer))?;
+            let g = self.groups.get(id).ok_or(GroupError::NotMember(peer))?;
+            (g.key.clone(), g.policy.clone())
+        };
+        self.leave(peer)?;
+        let id = self.enter(peer, key.clone(), policy.clone())?;
+        let mut before = UpdateGroup::new(old_key, old_policy);
+        let mut after = UpdateGroup::new(key, policy);
+        let mut v4 = Vec::new();
+        if after.key.ipv4 || before.key.ipv4 {
+            for (p, best) in rib.v4().iter_best() {
+                let pfx = Prefix::V4(*p);
+                let new = if after.key.ipv4 {
+                    after.export(pfx, best, rib)
+                } else {
+                    None
+                };
+                match new {
+                    Some(a) => v4.push((*p, Some(a))),
+                    None if before.key.ipv4 && before.export(pfx, best, rib).is_some() => {
+                        v4.push((*p, None))
+                    }
+                    None => {}
+                }
+            }
+        }
+        let mut v6 = Vec::new();
+        if after.key.ipv6 || before.key.ipv6 {
+            for (p, best) in rib.v6().iter_best() {
+                let pfx = Prefix::V6(*p);
+                let new = if after.key.ipv6 {
+                    after.export(pfx, best, rib)
+                } else {
+                    None
+                };
+                match new {
+                    Some(a) => v6.push((*p, Some(a))),
+                    None if before.key.ipv6 && before.export(pfx, best, rib).is_some() => {
+                        v6.push((*p, None))
+                    }
+                    None => {}
+                }
+            }
+        }
+        Ok((id, after.pack(v4, v6)?))
+    }
+
+    /// What a member is currently sent: each exported best path with its outbound attributes
+    /// (the Adj-RIB-Out, derived from the Loc-RIB; nothing of it is stored).
+    pub fn exported(
+        &self,
+        peer: PeerId,
+        rib: &Rib,
+    ) -> Result<Vec<(Prefix, Arc<PathAttrs>)>, GroupError> {
+        let id = self
+            .member_of
+            .get(&peer)
+            .ok_or(GroupError::NotMember(peer))?;
+        let g = self.groups.get(id).ok_or(GroupError::NotMember(peer))?;
+        let mut scratch = UpdateGroup::new(g.key.clone(), g.policy.clone());
+        let mut out = Vec::new();
+        if scratch.key.ipv4 {
+            for (p, best) in rib.v4().iter_best() {
+                if let Some(a) = scratch.export(Prefix::V4(*p), best, rib) {
+                    out.push((Prefix::V4(*p), a));
+                }
+            }
+        }
+        if scratch.key.ipv6 {
+            for (p, best) in rib.v6().iter_best() {
+                if let Some(a) = scratch.export(Prefix::V6(*p), best, rib) {
+                    out.push((Prefix::V6(*p), a));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many routes each group currently exports (its members' Adj-RIB-Out size).
+    pub fn advertised_counts(&self, rib: &Rib) -> Vec<(GroupId, u32)> {
+        let mut out = Vec::with_capacity(self.groups.len());
+        for (id, g) in &self.groups {
+            let mut scratch = UpdateGroup::new(g.key.clone(), g.policy.clone());
+            let mut n: u32 = 0;
+            if scratch.key.ipv4 {
+                for (p, best) in rib.v4().iter_best() {
+                    if scratch.export(Prefix::V4(*p), best, rib).is_some() {
+                        n = n.saturating_add(1);
+                    }
+                }
+            }
+            if scratch.key.ipv6 {
+                for (p, best) in rib.v6().iter_best() {
+                    if scratch.export(Prefix::V6(*p), best, rib).is_some() {
+                        n = n.saturating_add(1);
+                    }
+                }
+            }
+            out.push((*id, n));
+        }
+        out
     }
 
     /// A changed export policy, applied without resetting any session: every group using

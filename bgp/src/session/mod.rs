@@ -9,8 +9,9 @@
 pub mod connection;
 pub mod socket;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,7 +25,7 @@ use crate::fsm::collision::{self, Direction, Resolution};
 use crate::fsm::{Action, Cease, DownReason, Event, Fsm, FsmConfig, State, Timer};
 use crate::negotiate::{LocalConfig, Negotiated};
 use crate::wire::{
-    DecodeContext, Framer, MAX_MESSAGE_LEN, Message, MessageError, Notification, Open,
+    DecodeContext, Framer, MAX_MESSAGE_LEN, Message, MessageError, MessageType, Notification, Open,
     RouteRefresh, Update, decode_message,
 };
 
@@ -55,6 +56,13 @@ pub enum SessionEventKind {
         from: State,
         to: State,
     },
+    /// The addresses of the connection the session is about to be established on; sent just
+    /// before [`SessionEventKind::Established`] (the owner needs its own address on the
+    /// session for next-hop self). `None` where the transport has no addresses.
+    Transport {
+        local: Option<SocketAddr>,
+        remote: Option<SocketAddr>,
+    },
     Established(Box<Negotiated>),
     /// A decoded UPDATE (RFC 7606 outcomes inside: see [`Update::action`]).
     Update(Box<Update>),
@@ -83,10 +91,66 @@ pub enum Command {
     AutomaticStop(Cease),
     /// Send these UPDATEs (only when Established; otherwise dropped with a log line).
     Send(Vec<Update>),
+    /// Send UPDATE messages already encoded for this session's negotiated context, back to
+    /// back in one buffer: an update group encodes once and hands the same bytes to every
+    /// member. `messages` is how many UPDATEs the buffer holds (for the counters).
+    SendEncoded { bytes: Bytes, messages: u32 },
     /// Send a ROUTE-REFRESH (RFC 2918 / RFC 7313).
     RouteRefresh(RouteRefresh),
     /// Stop with this Cease and end the task.
     Shutdown(Cease),
+}
+
+/// Messages sent and received by one session, by type (RFC 4271 §4.1 type codes 1–5), for
+/// status pages and metrics. Shared with the owner; relaxed atomics, read as a snapshot.
+#[derive(Debug, Default)]
+pub struct MessageCounters {
+    sent: [AtomicU64; 6],
+    received: [AtomicU64; 6],
+}
+
+/// A point-in-time copy of [`MessageCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MessageCounts {
+    pub open: u64,
+    pub update: u64,
+    pub notification: u64,
+    pub keepalive: u64,
+    pub route_refresh: u64,
+}
+
+impl MessageCounts {
+    pub fn total(&self) -> u64 {
+        self.open + self.update + self.notification + self.keepalive + self.route_refresh
+    }
+}
+
+impl MessageCounters {
+    fn slot(t: MessageType) -> usize {
+        t as usize
+    }
+    pub fn count_sent(&self, t: MessageType, n: u64) {
+        self.sent[Self::slot(t)].fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn count_received(&self, t: MessageType) {
+        self.received[Self::slot(t)].fetch_add(1, Ordering::Relaxed);
+    }
+    fn snapshot(a: &[AtomicU64; 6]) -> MessageCounts {
+        let g = |t: MessageType| a[Self::slot(t)].load(Ordering::Relaxed);
+        MessageCounts {
+            open: g(MessageType::Open),
+            update: g(MessageType::Update),
+            notification: g(MessageType::Notification),
+            keepalive: g(MessageType::Keepalive),
+            route_refresh: g(MessageType::RouteRefresh),
+        }
+    }
+    pub fn sent(&self) -> MessageCounts {
+        Self::snapshot(&self.sent)
+    }
+    pub fn received(&self) -> MessageCounts {
+        Self::snapshot(&self.received)
+    }
 }
 
 /// The owner's handle on a running session.
@@ -109,8 +173,20 @@ pub fn spawn(
     incoming: IncomingReceiver,
     events: mpsc::Sender<SessionEvent>,
 ) -> SessionHandle {
+    spawn_counted(cfg, connector, incoming, events, Arc::default())
+}
+
+/// [`spawn`], counting messages into `counters`.
+pub fn spawn_counted(
+    cfg: SessionConfig,
+    connector: Option<Arc<dyn Connector>>,
+    incoming: IncomingReceiver,
+    events: mpsc::Sender<SessionEvent>,
+    counters: Arc<MessageCounters>,
+) -> SessionHandle {
     let (tx, rx) = mpsc::channel(64);
-    let session = Session::new(cfg, connector, incoming, events, rx);
+    let mut session = Session::new(cfg, connector, incoming, events, rx);
+    session.counters = counters;
     let task = tokio::spawn(session.run());
     SessionHandle { commands: tx, task }
 }
@@ -130,10 +206,13 @@ struct Conn {
     /// We sent our OPEN on this connection (a candidate gets one at once, like the RFC's
     /// per-connection FSM; it must not get a second one when promoted).
     open_sent: bool,
+    local: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
 }
 
 impl Conn {
     fn new(c: Connection) -> Conn {
+        let (local, remote) = (c.local, c.remote);
         let (rd, wr) = tokio::io::split(c.stream);
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer(wr, rx));
@@ -145,6 +224,8 @@ impl Conn {
             buf: vec![0; READ_CHUNK].into_boxed_slice(),
             open: None,
             open_sent: false,
+            local,
+            remote,
         }
     }
 
@@ -233,6 +314,7 @@ struct Session {
     established: bool,
     /// Events the I/O produced while actions ran (write failures).
     queue: std::collections::VecDeque<Event>,
+    counters: Arc<MessageCounters>,
 }
 
 impl Session {
@@ -262,6 +344,7 @@ impl Session {
             pending_refresh: None,
             established: false,
             queue: Default::default(),
+            counters: Arc::default(),
         }
     }
 
@@ -355,6 +438,7 @@ impl Session {
                     return;
                 }
                 let mut out = bytes::BytesMut::new();
+                let n = updates.len() as u64;
                 for u in updates {
                     if let Err(e) = Message::Update(u).encode(&self.tx, &mut out) {
                         warn!(peer = %self.peer, "UPDATE not sent: {e}");
@@ -362,6 +446,19 @@ impl Session {
                 }
                 if !out.is_empty() {
                     self.write_main(out.freeze()).await;
+                    self.counters.count_sent(MessageType::Update, n);
+                    self.feed(Event::UpdateSent).await;
+                }
+            }
+            Command::SendEncoded { bytes, messages } => {
+                if self.fsm.state() != State::Established {
+                    warn!(peer = %self.peer, n = messages, "UPDATEs dropped: session not established");
+                    return;
+                }
+                if !bytes.is_empty() {
+                    self.write_main(bytes).await;
+                    self.counters
+                        .count_sent(MessageType::Update, u64::from(messages));
                     self.feed(Event::UpdateSent).await;
                 }
             }
@@ -370,7 +467,10 @@ impl Session {
                     return;
                 }
                 match Message::RouteRefresh(rr).to_bytes(&self.tx) {
-                    Ok(b) => self.write_main(b).await,
+                    Ok(b) => {
+                        self.counters.count_sent(MessageType::RouteRefresh, 1);
+                        self.write_main(b).await
+                    }
                     Err(e) => warn!(peer = %self.peer, "ROUTE-REFRESH not sent: {e}"),
                 }
                 self.drain().await;
@@ -477,6 +577,10 @@ impl Session {
 
     /// Decodes a frame from the main connection into its FSM event.
     fn classify(&mut self, frame: &[u8]) -> Event {
+        // RFC 4271 §4.1: the type is the octet after marker and length.
+        if let Some(t) = frame.get(18).copied().and_then(MessageType::from_u8) {
+            self.counters.count_received(t);
+        }
         match decode_message(frame, &self.rx) {
             Ok(Message::Open(o)) => Event::BgpOpen(Box::new(o)),
             Ok(Message::Update(u)) => {
@@ -590,8 +694,12 @@ impl Session {
     }
 
     async fn send(&mut self, m: Message) {
+        let t = m.message_type();
         match m.to_bytes(&self.tx) {
-            Ok(b) => self.write_main(b).await,
+            Ok(b) => {
+                self.counters.count_sent(t, 1);
+                self.write_main(b).await
+            }
             Err(e) => warn!(peer = %self.peer, "cannot encode {:?}: {e}", m.message_type()),
         }
     }
@@ -697,6 +805,12 @@ impl Session {
                 // CollisionDetectEstablishedState is off: an established session beats any
                 // connection still waiting for collision resolution.
                 self.reject_candidate().await;
+                let (local, remote) = self
+                    .main
+                    .as_ref()
+                    .map_or((None, None), |c| (c.local, c.remote));
+                self.emit(SessionEventKind::Transport { local, remote })
+                    .await;
                 self.emit(SessionEventKind::Established(n)).await;
             }
             Action::SessionDown(reason) => {

@@ -1,0 +1,208 @@
+//! What the speaker reports: per-peer status, RIB query answers and the metrics snapshot. Plain
+//! serializable data, built by the speaker loop on request; nothing here is live.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::fsm::State;
+use crate::rib::{PathAttrs, Prefix};
+use crate::session::MessageCounts;
+use crate::wire::{Notification, Origin};
+
+/// A NOTIFICATION as an operator reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotificationInfo {
+    pub code: u8,
+    pub subcode: u8,
+    /// `Cease / Administrative Shutdown (6/2): "maintenance"`.
+    pub text: String,
+    pub at: SystemTime,
+}
+
+impl NotificationInfo {
+    pub fn new(n: &Notification, at: SystemTime) -> NotificationInfo {
+        let (code, sub) = n.names();
+        let mut text = format!("{code} / {sub} ({}/{})", n.code, n.subcode);
+        if let Some(m) = n.shutdown_message() {
+            text.push_str(&format!(": \"{m}\""));
+        }
+        NotificationInfo {
+            code: n.code,
+            subcode: n.subcode,
+            text,
+            at,
+        }
+    }
+}
+
+/// One peer's status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeerStatus {
+    pub address: IpAddr,
+    pub remote_asn: u32,
+    pub description: Option<String>,
+    pub state: State,
+    /// When the session entered `state`.
+    pub since: SystemTime,
+    /// Time in `state` (the uptime when Established).
+    pub for_: Duration,
+    /// The peer's BGP identifier, once an OPEN was seen.
+    pub router_id: Option<Ipv4Addr>,
+    /// Times the session reached Established.
+    pub established_count: u64,
+    /// Routes the peer sent that are held (post-policy Adj-RIB-In).
+    pub prefixes_accepted: u32,
+    /// NLRI announced by the peer since the session came up, accepted or not.
+    pub prefixes_received: u64,
+    /// Routes currently exported to the peer (computed from the Loc-RIB).
+    pub prefixes_advertised: u32,
+    pub messages_sent: MessageCounts,
+    pub messages_received: MessageCounts,
+    pub notifications_sent: u64,
+    pub notifications_received: u64,
+    pub last_notification_sent: Option<NotificationInfo>,
+    pub last_notification_received: Option<NotificationInfo>,
+    /// Why the session last went down, in words.
+    pub last_error: Option<String>,
+    /// The peer's routes are kept as stale (RFC 4724 helper) until this time.
+    pub stale_until: Option<SystemTime>,
+    /// Max-prefix tripped: the session starts again at this time (`None` with `max_prefix_tripped`:
+    /// only a reconfiguration restarts it).
+    pub max_prefix_restart_at: Option<SystemTime>,
+    pub max_prefix_tripped: bool,
+}
+
+/// One path of a prefix, as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PathInfo {
+    /// The peer it came from; `None`: originated here.
+    pub from: Option<IpAddr>,
+    pub path_id: u32,
+    pub best: bool,
+    /// Part of the multipath (ECMP) set.
+    pub multipath: bool,
+    /// Kept while its peer restarts (RFC 4724).
+    pub stale: bool,
+    pub attrs: PathAttrsView,
+}
+
+/// Path attributes in text form.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PathAttrsView {
+    pub next_hop: IpAddr,
+    pub origin: String,
+    pub as_path: String,
+    pub med: Option<u32>,
+    pub local_pref: Option<u32>,
+    pub communities: Vec<String>,
+    pub large_communities: Vec<String>,
+    pub originator_id: Option<Ipv4Addr>,
+    pub cluster_list: Vec<Ipv4Addr>,
+}
+
+impl From<&PathAttrs> for PathAttrsView {
+    fn from(a: &PathAttrs) -> PathAttrsView {
+        PathAttrsView {
+            next_hop: a.next_hop.addr(),
+            origin: match a.origin {
+                Origin::Igp => "igp".into(),
+                Origin::Egp => "egp".into(),
+                Origin::Incomplete => "incomplete".into(),
+            },
+            as_path: as_path_text(a),
+            med: a.med,
+            local_pref: a.local_pref,
+            communities: a.communities.iter().map(ToString::to_string).collect(),
+            large_communities: a
+                .large_communities
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            originator_id: a.originator_id,
+            cluster_list: a.cluster_list.clone(),
+        }
+    }
+}
+
+fn as_path_text(a: &PathAttrs) -> String {
+    use crate::wire::AsSegmentType;
+    let mut s = String::new();
+    for seg in &a.as_path.segments {
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        let inner = seg
+            .asns
+            .iter()
+            .map(|x| x.0.to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        match seg.kind {
+            AsSegmentType::Sequence => s.push_str(&inner),
+            AsSegmentType::Set => s.push_str(&format!("{{{inner}}}")),
+            _ => s.push_str(&format!("({inner})")),
+        }
+    }
+    s
+}
+
+/// A Loc-RIB entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteInfo {
+    pub prefix: Prefix,
+    /// Best first, then the rest of the ECMP set, then the others.
+    pub paths: Vec<PathInfo>,
+}
+
+/// A route in a peer's Adj-RIB-In or Adj-RIB-Out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdjRoute {
+    pub prefix: Prefix,
+    pub path_id: u32,
+    pub attrs: PathAttrsView,
+}
+
+/// A best-path change for the forwarding table: every next hop of the ECMP set, sorted;
+/// empty when the prefix is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteUpdate {
+    pub prefix: Prefix,
+    pub next_hops: Vec<IpAddr>,
+}
+
+/// Counters the daemon exports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Metrics {
+    /// Sessions per FSM state (every state listed, zeros included).
+    pub sessions_by_state: Vec<(State, u32)>,
+    pub peers: Vec<PeerMetrics>,
+    pub ipv4_prefixes: usize,
+    pub ipv6_prefixes: usize,
+    /// Distinct interned attribute sets in the Loc-RIB.
+    pub attr_sets: usize,
+    pub update_groups: usize,
+    /// Batches of session events the loop processed (each: RIB update, export, send).
+    pub update_batches: u64,
+    /// UPDATE messages processed and their total processing time in the loop.
+    pub updates_processed: u64,
+    pub update_processing: Duration,
+    /// The longest single batch.
+    pub update_processing_max: Duration,
+}
+
+/// Per-peer counters for metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerMetrics {
+    pub address: IpAddr,
+    pub state: State,
+    pub prefixes_received: u64,
+    pub prefixes_accepted: u32,
+    pub prefixes_advertised: u32,
+    pub messages_sent: MessageCounts,
+    pub messages_received: MessageCounts,
+    /// NOTIFICATIONs by (code, subcode), sent and received.
+    pub notifications_sent: Vec<((u8, u8), u64)>,
+    pub notifications_received: Vec<((u8, u8), u64)>,
+}
