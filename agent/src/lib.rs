@@ -1,3 +1,4 @@
 //! Tabby node agent.
 
 pub mod ipam;
+pub mod routes;
