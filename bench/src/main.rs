@@ -2,6 +2,8 @@
 //! (`bgp`, `ipam`, `fib`, …). Every benchmark runs Tabby and its anchors in the same run and reports
 //! min / median / max; see `docs/benchmarks.md`.
 
+mod bgp;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -13,10 +15,13 @@ struct Cli {
 
 /// One variant per benchmark module; add yours with a one-line edit.
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// BGP convergence: tabby-bgpd, BIRD, FRR and GoBGP, bgperf-style.
+    Bgp(bgp::BgpArgs),
+}
 
-// The first benchmark variant removes this allow: an empty enum makes `main` uninhabited.
-#[allow(unreachable_code)]
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {}
+    match Cli::parse().command {
+        Command::Bgp(args) => bgp::run(args),
+    }
 }
