@@ -4,15 +4,19 @@
 //! 4456); dynamic configuration that leaves other sessions alone; route refresh on an import
 //! policy change.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use tabby_bgp::fsm::State;
-use tabby_bgp::policy::{PolicyConfig, Verdict};
+use tabby_bgp::policy::{
+    ActionsConfig, MatchConfig, PolicyConfig, PrefixRangeConfig, RuleConfig, Verdict,
+};
 use tabby_bgp::rib::{NextHop, PathAttrs, Prefix};
 use tabby_bgp::speaker::{
-    MemoryNetwork, PeerConfig, PeerStatus, RouteUpdate, Speaker, SpeakerConfig, Subscription,
+    GracefulRestartSettings, MaxPrefixConfig, MemoryNetwork, PeerChange, PeerConfig, PeerStatus,
+    RouteUpdate, Speaker, SpeakerConfig, Subscription,
 };
 use tokio::time::timeout;
 
@@ -96,27 +100,57 @@ async fn established(s: &Speaker, peer: Ipv4Addr) -> PeerStatus {
     .await
 }
 
-/// Reads batches until `prefix` has `want` next hops (empty: gone).
-async fn route(sub: &mut Subscription, prefix: Prefix, want: &[Ipv4Addr]) {
-    let want: Vec<IpAddr> = want.iter().map(|a| ip(*a)).collect();
-    let mut seen: Vec<RouteUpdate> = Vec::new();
-    let r = timeout(Duration::from_secs(60), async {
+/// A subscriber's view of the forwarding table, as an agent would keep it.
+struct Fib {
+    sub: Subscription,
+    table: HashMap<Prefix, Vec<IpAddr>>,
+    /// Every update received, in order.
+    log: Vec<RouteUpdate>,
+}
+
+impl Fib {
+    async fn new(s: &Speaker) -> Fib {
+        Fib {
+            sub: s.subscribe().await.unwrap(),
+            table: HashMap::new(),
+            log: Vec::new(),
+        }
+    }
+
+    fn apply(&mut self, batch: Vec<RouteUpdate>) {
+        for u in batch {
+            if u.next_hops.is_empty() {
+                self.table.remove(&u.prefix);
+            } else {
+                self.table.insert(u.prefix, u.next_hops.clone());
+            }
+            self.log.push(u);
+        }
+    }
+
+    /// Waits until `prefix` has next hops `want` (empty: no route).
+    async fn expect(&mut self, prefix: Prefix, want: &[Ipv4Addr]) {
+        let want: Vec<IpAddr> = want.iter().map(|a| ip(*a)).collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
         loop {
-            let batch = sub.next_batch().await.expect("speaker running");
-            for u in batch {
-                let hit = u.prefix == prefix && u.next_hops == want;
-                seen.push(u);
-                if hit {
-                    return;
-                }
+            if self.table.get(&prefix).cloned().unwrap_or_default() == want {
+                return;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match timeout(left, self.sub.next_batch()).await {
+                Ok(Some(batch)) => self.apply(batch),
+                Ok(None) => panic!("speaker stopped; log {:?}", self.log),
+                Err(_) => panic!("{prefix} never had next hops {want:?}; log {:?}", self.log),
             }
         }
-    })
-    .await;
-    assert!(
-        r.is_ok(),
-        "{prefix} never had next hops {want:?}; seen {seen:?}"
-    );
+    }
+
+    /// Takes whatever is pending without waiting.
+    fn drain(&mut self) {
+        while let Some(b) = self.sub.try_next_batch() {
+            self.apply(b);
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -129,13 +163,13 @@ async fn two_speakers_exchange_routes_and_withdrawals() {
     }
     a.add_peer(ebgp_peer(B, 65002)).await.unwrap();
     b.add_peer(ebgp_peer(A, 65001)).await.unwrap();
-    let mut sub = b.subscribe().await.unwrap();
+    let mut sub = Fib::new(&b).await;
     established(&a, B).await;
     established(&b, A).await;
 
     a.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
     // eBGP: next hop self (A's address on the session), A's AS prepended.
-    route(&mut sub, p("10.1.0.0/24"), &[A]).await;
+    sub.expect(p("10.1.0.0/24"), &[A]).await;
     let r = b
         .rib_lookup(p("10.1.0.0/24"))
         .await
@@ -148,7 +182,7 @@ async fn two_speakers_exchange_routes_and_withdrawals() {
     assert_eq!(a.adj_rib_out(ip(B)).await.unwrap().len(), 1);
 
     assert!(a.withdraw(p("10.1.0.0/24")).await.unwrap());
-    route(&mut sub, p("10.1.0.0/24"), &[]).await;
+    sub.expect(p("10.1.0.0/24"), &[]).await;
     assert!(b.rib_lookup(p("10.1.0.0/24")).await.unwrap().is_none());
 
     let st = status(&a, B).await;
@@ -182,14 +216,14 @@ async fn three_speakers_ecmp_set_reaches_the_subscriber() {
     b.add_peer(ebgp_peer(C, 65003)).await.unwrap();
     c.add_peer(ebgp_peer(A, 65001)).await.unwrap();
     c.add_peer(ebgp_peer(B, 65002)).await.unwrap();
-    let mut sub = c.subscribe().await.unwrap();
+    let mut sub = Fib::new(&c).await;
     established(&c, A).await;
     established(&c, B).await;
 
     // Equal AS path length and origin from two neighbour ASes: one ECMP set of two next hops.
     a.originate(p("10.9.0.0/24"), self_attrs()).await.unwrap();
     b.originate(p("10.9.0.0/24"), self_attrs()).await.unwrap();
-    route(&mut sub, p("10.9.0.0/24"), &[A, B]).await;
+    sub.expect(p("10.9.0.0/24"), &[A, B]).await;
     let r = c.rib_lookup(p("10.9.0.0/24")).await.unwrap().unwrap();
     assert_eq!(r.paths.len(), 2);
     assert!(r.paths.iter().all(|x| x.multipath));
@@ -197,13 +231,13 @@ async fn three_speakers_ecmp_set_reaches_the_subscriber() {
 
     // One withdraws: the set shrinks to the other; the second withdraws: gone.
     a.withdraw(p("10.9.0.0/24")).await.unwrap();
-    route(&mut sub, p("10.9.0.0/24"), &[B]).await;
+    sub.expect(p("10.9.0.0/24"), &[B]).await;
     b.withdraw(p("10.9.0.0/24")).await.unwrap();
-    route(&mut sub, p("10.9.0.0/24"), &[]).await;
+    sub.expect(p("10.9.0.0/24"), &[]).await;
 
     // A late subscriber starts with the current table.
     a.originate(p("10.8.0.0/24"), self_attrs()).await.unwrap();
-    route(&mut sub, p("10.8.0.0/24"), &[A]).await;
+    sub.expect(p("10.8.0.0/24"), &[A]).await;
     let mut late = c.subscribe().await.unwrap();
     let first = late.next_batch().await.unwrap();
     assert_eq!(
@@ -216,4 +250,326 @@ async fn three_speakers_ecmp_set_reaches_the_subscriber() {
     // A (eBGP) does not get its own route back from C: AS loop on C's export side.
     assert!(c.adj_rib_out(ip(A)).await.unwrap().is_empty());
     assert_eq!(c.adj_rib_out(ip(B)).await.unwrap().len(), 1);
+}
+
+fn reject_prefix(name: &str, prefix: &str) -> PolicyConfig {
+    PolicyConfig {
+        name: name.into(),
+        rules: vec![RuleConfig {
+            name: None,
+            matches: MatchConfig {
+                prefix: vec![PrefixRangeConfig {
+                    prefix: prefix.into(),
+                    ge: None,
+                    le: None,
+                }],
+                ..MatchConfig::default()
+            },
+            set: ActionsConfig::default(),
+            then: Verdict::Reject,
+        }],
+        default: Verdict::Accept,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_prefix_trips_cease_1_and_restarts_after_the_timer() {
+    let net = MemoryNetwork::new();
+    let a = start(&net, A, 65001, 1);
+    let b = start(&net, B, 65002, 1);
+    for s in [&a, &b] {
+        s.set_policy(accept_all()).await.unwrap();
+    }
+    let mut to_b = ebgp_peer(B, 65002);
+    to_b.max_prefix = Some(MaxPrefixConfig {
+        limit: 2,
+        restart_after: Some(Duration::from_secs(60)),
+    });
+    a.add_peer(to_b).await.unwrap();
+    b.add_peer(ebgp_peer(A, 65001)).await.unwrap();
+    established(&a, B).await;
+    for x in ["10.1.0.0/24", "10.2.0.0/24", "10.3.0.0/24"] {
+        b.originate(p(x), self_attrs()).await.unwrap();
+    }
+    // RFC 4486 §4: Cease / Maximum Number of Prefixes Reached, and the routes are gone.
+    let st = eventually(Duration::from_secs(30), "max-prefix trip", || async {
+        let st = status(&a, B).await;
+        st.max_prefix_tripped.then_some(st)
+    })
+    .await;
+    assert_ne!(st.state, State::Established);
+    assert!(st.max_prefix_restart_at.is_some());
+    let n = st.last_notification_sent.expect("Cease sent");
+    assert_eq!((n.code, n.subcode), (6, 1), "{}", n.text);
+    assert!(a.adj_rib_in(ip(B)).await.unwrap().is_empty());
+    let at_b = status(&b, A).await;
+    assert_eq!(
+        at_b.last_notification_received.map(|n| (n.code, n.subcode)),
+        Some((6, 1))
+    );
+    // Below the limit again; after the restart timer the session comes back and stays.
+    b.withdraw(p("10.3.0.0/24")).await.unwrap();
+    let st = eventually(Duration::from_secs(300), "session back", || async {
+        let st = status(&a, B).await;
+        (st.state == State::Established && !st.max_prefix_tripped).then_some(st)
+    })
+    .await;
+    assert_eq!(st.established_count, 2);
+    eventually(Duration::from_secs(30), "two routes", || async {
+        (a.adj_rib_in(ip(B)).await.unwrap().len() == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let st = status(&a, B).await;
+    assert_eq!((st.state, st.established_count), (State::Established, 2));
+}
+
+fn gr_speaker(net: &MemoryNetwork, me: Ipv4Addr, asn: u32, restarting: bool) -> Speaker {
+    let mut cfg = SpeakerConfig::new(asn, me);
+    cfg.graceful_restart = Some(GracefulRestartSettings {
+        restart_time: Duration::from_secs(90),
+        stale_routes_time: Duration::from_secs(300),
+        restarting,
+    });
+    Speaker::start_with_transport(cfg, net.transport(ip(me))).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_restart_helper_keeps_stale_routes_and_sweeps_on_end_of_rib() {
+    let net = MemoryNetwork::new();
+    let a = gr_speaker(&net, A, 65000, false);
+    let b = gr_speaker(&net, B, 65000, false);
+    a.add_peer(peer(B, 65000)).await.unwrap();
+    b.add_peer(peer(A, 65000)).await.unwrap();
+    let mut sub = Fib::new(&a).await;
+    b.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
+    b.originate(p("10.2.0.0/24"), self_attrs()).await.unwrap();
+    sub.expect(p("10.2.0.0/24"), &[B]).await;
+
+    // B restarts: its connection closes without a NOTIFICATION. A keeps both routes, stale.
+    b.shutdown_for_restart().await.unwrap();
+    let st = eventually(Duration::from_secs(30), "A notices", || async {
+        let st = status(&a, B).await;
+        (st.state != State::Established).then_some(st)
+    })
+    .await;
+    assert!(st.stale_until.is_some(), "{st:?}");
+    assert_eq!(st.last_notification_received, None);
+    let r = a.rib_lookup(p("10.1.0.0/24")).await.unwrap().unwrap();
+    assert!(r.paths[0].stale);
+
+    // B is back (R bit set) and announces only 10.1; its End-of-RIB sweeps 10.2.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let b2 = gr_speaker(&net, B, 65000, true);
+    b2.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
+    b2.add_peer(peer(A, 65000)).await.unwrap();
+    sub.expect(p("10.2.0.0/24"), &[]).await;
+    let r = a.rib_lookup(p("10.1.0.0/24")).await.unwrap().unwrap();
+    assert!(!r.paths[0].stale);
+    let st = status(&a, B).await;
+    assert_eq!(st.stale_until, None);
+    assert_eq!(st.state, State::Established);
+    // 10.1 never left the forwarding table.
+    sub.drain();
+    assert!(
+        !sub.log
+            .iter()
+            .any(|u| u.prefix == p("10.1.0.0/24") && u.next_hops.is_empty()),
+        "{:?}",
+        sub.log
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_restart_helper_sweeps_on_the_restart_timer() {
+    let net = MemoryNetwork::new();
+    let a = gr_speaker(&net, A, 65000, false);
+    let b = gr_speaker(&net, B, 65000, false);
+    a.add_peer(peer(B, 65000)).await.unwrap();
+    b.add_peer(peer(A, 65000)).await.unwrap();
+    let mut sub = Fib::new(&a).await;
+    b.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
+    sub.expect(p("10.1.0.0/24"), &[B]).await;
+    b.shutdown_for_restart().await.unwrap();
+    let down_at = tokio::time::Instant::now();
+    // B never returns: the route stays for B's restart time (90 s), then goes.
+    sub.expect(p("10.1.0.0/24"), &[]).await;
+    let waited = down_at.elapsed();
+    assert!(
+        waited >= Duration::from_secs(85) && waited <= Duration::from_secs(100),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hard_close_without_graceful_restart_drops_routes_at_once() {
+    let net = MemoryNetwork::new();
+    let a = start(&net, A, 65000, 1);
+    let b = start(&net, B, 65000, 1);
+    a.add_peer(peer(B, 65000)).await.unwrap();
+    b.add_peer(peer(A, 65000)).await.unwrap();
+    let mut sub = Fib::new(&a).await;
+    b.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
+    sub.expect(p("10.1.0.0/24"), &[B]).await;
+    let t = tokio::time::Instant::now();
+    b.shutdown_for_restart().await.unwrap();
+    sub.expect(p("10.1.0.0/24"), &[]).await;
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn route_reflector_reflects_between_clients_with_originator_and_cluster_list() {
+    let net = MemoryNetwork::new();
+    const R: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
+    const N: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 4);
+    let rr = start(&net, R, 65000, 1);
+    let c1 = start(&net, A, 65000, 1);
+    let c2 = start(&net, B, 65000, 1);
+    let non = start(&net, N, 65000, 1);
+    for (addr, client) in [(A, true), (B, true), (N, false)] {
+        let mut c = peer(addr, 65000);
+        c.route_reflector_client = client;
+        rr.add_peer(c).await.unwrap();
+    }
+    for s in [&c1, &c2, &non] {
+        s.add_peer(peer(R, 65000)).await.unwrap();
+    }
+    let mut sub2 = Fib::new(&c2).await;
+    let mut sub_n = Fib::new(&non).await;
+    let mut sub1 = Fib::new(&c1).await;
+
+    // Client route: to the other client and to the non-client, next hop unchanged.
+    c1.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
+    sub2.expect(p("10.1.0.0/24"), &[A]).await;
+    sub_n.expect(p("10.1.0.0/24"), &[A]).await;
+    let r = c2.rib_lookup(p("10.1.0.0/24")).await.unwrap().unwrap();
+    assert_eq!(r.paths[0].attrs.originator_id, Some(A));
+    assert_eq!(r.paths[0].attrs.cluster_list, vec![R]);
+    // The originator got it back in the shared stream and dropped it (ORIGINATOR_ID loop).
+    let r = c1.rib_lookup(p("10.1.0.0/24")).await.unwrap().unwrap();
+    assert_eq!(r.paths.len(), 1);
+    assert_eq!(r.paths[0].from, None);
+
+    // Non-client route: to clients only (RFC 4456 §6).
+    non.originate(p("10.4.0.0/24"), self_attrs()).await.unwrap();
+    sub1.expect(p("10.4.0.0/24"), &[N]).await;
+    sub2.expect(p("10.4.0.0/24"), &[N]).await;
+    let out_n = rr.adj_rib_out(ip(N)).await.unwrap();
+    assert_eq!(
+        out_n.iter().map(|r| r.prefix).collect::<Vec<_>>(),
+        vec![p("10.1.0.0/24")]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn changing_one_peer_or_a_policy_leaves_other_sessions_alone() {
+    let net = MemoryNetwork::new();
+    let a = start(&net, A, 65001, 1);
+    let b = start(&net, B, 65002, 1);
+    let c = start(&net, C, 65003, 1);
+    for s in [&a, &b, &c] {
+        s.set_policy(accept_all()).await.unwrap();
+    }
+    a.add_peer(ebgp_peer(B, 65002)).await.unwrap();
+    a.add_peer(ebgp_peer(C, 65003)).await.unwrap();
+    b.add_peer(ebgp_peer(A, 65001)).await.unwrap();
+    c.add_peer(ebgp_peer(A, 65001)).await.unwrap();
+    let before = established(&a, B).await;
+    established(&a, C).await;
+    let mut sub_b = Fib::new(&b).await;
+    a.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
+    sub_b.expect(p("10.1.0.0/24"), &[A]).await;
+
+    // A peer that never answers, added and removed.
+    a.add_peer(ebgp_peer(Ipv4Addr::new(10, 0, 0, 77), 65077))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    a.remove_peer(ip(Ipv4Addr::new(10, 0, 0, 77)))
+        .await
+        .unwrap();
+    // C reset by a hold-time change: only C.
+    let mut c_cfg = ebgp_peer(C, 65003);
+    c_cfg.hold_time = Duration::from_secs(60);
+    assert_eq!(a.update_peer(c_cfg).await.unwrap(), PeerChange::Reset);
+    // A description: live.
+    let mut b_cfg = ebgp_peer(B, 65002);
+    b_cfg.description = Some("spine".into());
+    assert_eq!(
+        a.update_peer(b_cfg.clone()).await.unwrap(),
+        PeerChange::AppliedLive
+    );
+    assert_eq!(a.update_peer(b_cfg).await.unwrap(), PeerChange::Unchanged);
+    // The export policy B uses changes: re-exported live, 10.1 now withdrawn from B.
+    let applied = a
+        .set_policy(reject_prefix("all", "10.1.0.0/24"))
+        .await
+        .unwrap();
+    assert!(applied.export_groups >= 1, "{applied:?}");
+    sub_b.expect(p("10.1.0.0/24"), &[]).await;
+    established(&a, C).await;
+
+    let after = status(&a, B).await;
+    assert_eq!(after.state, State::Established);
+    assert_eq!(after.since, before.since);
+    assert_eq!(after.established_count, 1);
+    assert_eq!(after.description.as_deref(), Some("spine"));
+    assert_eq!(status(&a, C).await.established_count, 2);
+    // An unknown policy name is refused, naming the field.
+    let mut bad = ebgp_peer(B, 65002);
+    bad.import_policy = Some("nope".into());
+    let e = a.update_peer(bad).await.unwrap_err();
+    assert!(e.to_string().contains("import_policy"), "{e}");
+    assert!(a.remove_policy("all").await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn import_policy_change_asks_for_a_route_refresh_not_a_reset() {
+    let net = MemoryNetwork::new();
+    let a = start(&net, A, 65001, 1);
+    let b = start(&net, B, 65002, 1);
+    for s in [&a, &b] {
+        s.set_policy(accept_all()).await.unwrap();
+    }
+    a.set_policy(reject_prefix("no-10-2", "10.2.0.0/24"))
+        .await
+        .unwrap();
+    a.add_peer(ebgp_peer(B, 65002)).await.unwrap();
+    b.add_peer(ebgp_peer(A, 65001)).await.unwrap();
+    established(&a, B).await;
+    let mut sub = Fib::new(&a).await;
+    b.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
+    b.originate(p("10.2.0.0/24"), self_attrs()).await.unwrap();
+    sub.expect(p("10.2.0.0/24"), &[B]).await;
+
+    let mut cfg = ebgp_peer(B, 65002);
+    cfg.import_policy = Some("no-10-2".into());
+    assert_eq!(a.update_peer(cfg).await.unwrap(), PeerChange::Refresh);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sub.expect(p("10.2.0.0/24"), &[]).await;
+    let held: Vec<Prefix> = a
+        .adj_rib_in(ip(B))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.prefix)
+        .collect();
+    assert_eq!(held, vec![p("10.1.0.0/24")]);
+    let st = status(&a, B).await;
+    assert_eq!(st.established_count, 1);
+    assert!(st.messages_sent.route_refresh >= 1, "{st:?}");
+    // B answered with BoRR/EoRR around its table (RFC 7313).
+    let at_b = status(&b, A).await;
+    assert!(at_b.messages_received.route_refresh >= 1);
+    assert!(at_b.messages_sent.route_refresh >= 2, "{at_b:?}");
+
+    // Changing the policy's content refreshes its users again.
+    let applied = a
+        .set_policy(reject_prefix("no-10-2", "10.1.0.0/24"))
+        .await
+        .unwrap();
+    assert_eq!(applied.refreshed, vec![ip(B)]);
+    sub.expect(p("10.2.0.0/24"), &[B]).await;
+    sub.expect(p("10.1.0.0/24"), &[]).await;
+    assert_eq!(status(&a, B).await.established_count, 1);
 }

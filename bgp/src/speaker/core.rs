@@ -1056,12 +1056,12 @@ impl Loop {
     /// what the groups produce: encoded once per group, the same bytes to every member.
     fn export(&mut self) {
         let changes = self.rib.take_changes();
-        if changes.is_empty() {
-            return;
+        if !changes.is_empty() {
+            self.subscribers.publish(&changes);
+            self.groups.process(&changes, &self.rib);
         }
-        self.subscribers.publish(&changes);
-        self.groups.process(&changes, &self.rib);
         drop(changes);
+        // Groups can have work without new changes (an export policy was replaced).
         let batches = match self.groups.flush() {
             Ok(b) => b,
             Err(e) => {
