@@ -5,15 +5,19 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test deps fmt-check clippy unit-tests fuzz-smoke
+.PHONY: test deps chart-tests fmt-check clippy unit-tests fuzz-smoke
 
 ## test: install what is missing, then format check, clippy and every test.
-test: deps fmt-check clippy unit-tests
+test: deps chart-tests fmt-check clippy unit-tests
 
 ## deps: Debian packages (as root) and the pinned helm/kubectl binaries in .tools/bin.
 deps:
 	./scripts/install-deps.sh
 	./scripts/fetch-tools.sh
+
+## chart-tests: the Helm chart suite; installs the pinned kubernetes-validate (.tools/) first.
+chart-tests: deps
+	./scripts/test-chart.sh
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
