@@ -54,7 +54,7 @@ pub struct BgpArgs {
     #[arg(long, value_enum, default_value = "unique")]
     pub mode: Mode,
     /// Seconds one run may take to converge before it is reported as not converged.
-    #[arg(long, default_value_t = 120.0)]
+    #[arg(long, default_value_t = 180.0)]
     pub timeout: f64,
     /// Write the full results here as JSON.
     #[arg(long)]
@@ -96,42 +96,51 @@ pub fn run(args: BgpArgs) -> anyhow::Result<()> {
         Workload::new(args.mode, args.peers, m)?;
     }
     let load_before = load_average();
-    let mut reports = Vec::new();
+    let mut plans = Vec::new();
     for &kind in &args.targets {
         let m = match (kind, args.gobgp_prefixes) {
             (TargetKind::Gobgp, Some(m)) => m,
             _ => args.prefixes,
         };
         let w = Workload::new(args.mode, args.peers, m)?;
-        let mut tr = TargetReport {
-            target: kind,
-            name: kind.name(),
-            version: String::new(),
-            main_process: kind.main_process(),
-            prefixes_per_peer: m,
-            paths: w.paths(),
-            expected: w.distinct(),
-            skipped: missing_binary(kind, &tabby_bin),
-            runs: Vec::new(),
-            summary: Summary::of(&[]),
-        };
-        if let Some(why) = &tr.skipped {
+        let skipped = missing_binary(kind, &tabby_bin);
+        if let Some(why) = &skipped {
             eprintln!("bgp: skipping {}: {why}", kind.name());
-            reports.push(tr);
-            continue;
         }
-        tr.version = targets::version(kind, &tabby_bin);
-        for i in 0..args.runs {
+        plans.push((
+            w,
+            TargetReport {
+                target: kind,
+                name: kind.name(),
+                version: if skipped.is_none() {
+                    targets::version(kind, &tabby_bin)
+                } else {
+                    String::new()
+                },
+                main_process: kind.main_process(),
+                prefixes_per_peer: m,
+                paths: w.paths(),
+                expected: w.distinct(),
+                skipped,
+                runs: Vec::new(),
+                summary: Summary::of(&[]),
+            },
+        ));
+    }
+    // Round-robin (run 1 of every target, then run 2, ...), so that load from other work on the
+    // machine drifting over time weighs on every target alike.
+    for i in 0..args.runs {
+        for (w, tr) in plans.iter_mut().filter(|(_, tr)| tr.skipped.is_none()) {
             eprintln!(
                 "bgp: {} run {}/{} ({:?}, {}×{})",
-                kind.name(),
+                tr.name,
                 i + 1,
                 args.runs,
                 args.mode,
                 args.peers,
-                m
+                tr.prefixes_per_peer
             );
-            let r = run_once(kind, w, timeout, &tabby_bin);
+            let r = run_once(tr.target, *w, timeout, &tabby_bin);
             match (&r.error, r.elapsed_s) {
                 (Some(e), _) => eprintln!("bgp:   failed: {e}"),
                 (None, Some(s)) => eprintln!(
@@ -142,9 +151,14 @@ pub fn run(args: BgpArgs) -> anyhow::Result<()> {
             }
             tr.runs.push(r);
         }
-        tr.summary = Summary::of(&tr.runs);
-        reports.push(tr);
     }
+    let reports: Vec<TargetReport> = plans
+        .into_iter()
+        .map(|(_, mut tr)| {
+            tr.summary = Summary::of(&tr.runs);
+            tr
+        })
+        .collect();
     let report = Report {
         benchmark: "bgp",
         mode: args.mode,
@@ -232,6 +246,10 @@ fn run_once(
 struct MonitorResult {
     tally: Tally,
     decode: Duration,
+    /// When the first UPDATE carrying an expected prefix arrived.
+    first_update: Option<Instant>,
+    /// When half of the expected prefixes were held with their final path.
+    half: Option<Instant>,
     error: Option<session::SessionError>,
 }
 
@@ -423,6 +441,10 @@ fn measure(
             .iter()
             .map(|s| s.done.duration_since(s.first_write).as_secs_f64())
             .fold(0.0, f64::max);
+        let since =
+            |t: Option<Instant>| t.map(|t| t.saturating_duration_since(first).as_secs_f64());
+        record.monitor_first_update_s = since(m.first_update);
+        record.monitor_half_s = since(m.half);
         if let Some(t) = converged_at {
             record.converged = true;
             record.elapsed_s = Some(t.saturating_duration_since(first).as_secs_f64());
@@ -468,6 +490,7 @@ fn monitor_loop(
     let mut decode = Duration::ZERO;
     let mut frames = Vec::new();
     let mut reported = false;
+    let (mut first_update, mut half) = (None, None);
     let error = loop {
         if stop.load(Ordering::Relaxed) {
             break None;
@@ -493,6 +516,12 @@ fn monitor_loop(
         if failed.is_some() {
             break failed;
         }
+        if first_update.is_none() && tally.announced > tally.unexpected {
+            first_update = Some(now);
+        }
+        if half.is_none() && tally.final_count() * 2 >= tally.expected() {
+            half = Some(now);
+        }
         if !reported && tally.is_complete() {
             reported = true;
             let _ = done.send(now);
@@ -502,6 +531,8 @@ fn monitor_loop(
     MonitorResult {
         tally,
         decode,
+        first_update,
+        half,
         error,
     }
 }

@@ -32,6 +32,12 @@ pub struct RunRecord {
     /// Monitor CPU work: framing, decoding and counting, without waiting on the socket.
     pub monitor_decode_s: f64,
     pub monitor_updates: u64,
+    /// First UPDATE written → the monitor's first UPDATE with a benchmark prefix: how long the
+    /// target takes to start passing routes on (a target that reads everything before exporting
+    /// shows a late first update).
+    pub monitor_first_update_s: Option<f64>,
+    /// First UPDATE written → half of the expected prefixes held with their final path.
+    pub monitor_half_s: Option<f64>,
     /// UPDATE messages the injectors sent, and the octets.
     pub sent_updates: u64,
     pub sent_octets: u64,

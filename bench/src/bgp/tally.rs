@@ -62,6 +62,11 @@ impl Tally {
         self.final_count
     }
 
+    /// Prefixes the run must end with.
+    pub fn expected(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Every expected prefix is held with its final path.
     pub fn is_complete(&self) -> bool {
         self.final_count == self.slots.len()
