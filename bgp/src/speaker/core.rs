@@ -104,7 +104,38 @@ impl Peer {
     fn established(&self) -> bool {
         self.state == State::Established
     }
+
+    /// The Cease to end this session with. RFC 8538 §5: when both sides set the N bit, a
+    /// Cease that means "this peer's routes must go" (maximum prefixes, administrative
+    /// shutdown, peer de-configured) travels inside a Hard Reset, or the peer would keep our
+    /// routes as stale; its data is the original subcode and data (§3).
+    fn cease(&self, c: Cease) -> Cease {
+        let n_bit = self
+            .negotiated
+            .as_ref()
+            .filter(|_| self.established())
+            .and_then(|n| n.graceful_restart.as_ref())
+            .is_some_and(|g| g.notification);
+        let hard = matches!(
+            c.subcode,
+            Cease::MAX_PREFIXES | Cease::ADMIN_SHUTDOWN | Cease::PEER_DECONFIGURED
+        );
+        if !(n_bit && hard) {
+            return c;
+        }
+        let mut data = Vec::with_capacity(2 + c.data.len());
+        data.push(CEASE);
+        data.push(c.subcode);
+        data.extend_from_slice(&c.data);
+        Cease {
+            subcode: Cease::HARD_RESET,
+            data,
+        }
+    }
 }
+
+/// RFC 4271 §4.5: the Cease error code.
+const CEASE: u8 = 6;
 
 pub(super) struct Loop {
     cfg: SpeakerConfig,
@@ -408,7 +439,9 @@ impl Loop {
         self.detach(addr);
         self.transport.unregister(addr);
         if let Some(p) = self.peers.remove(&addr) {
-            p.send(Command::Shutdown(Cease::new(Cease::PEER_DECONFIGURED)));
+            p.send(Command::Shutdown(
+                p.cease(Cease::new(Cease::PEER_DECONFIGURED)),
+            ));
             self.by_id.remove(&p.id);
             self.by_generation.remove(&p.generation);
         }
@@ -855,10 +888,10 @@ impl Loop {
         data.extend_from_slice(&family.afi.0.to_be_bytes());
         data.push(family.safi.0);
         data.extend_from_slice(&m.limit.to_be_bytes());
-        p.send(Command::AutomaticStop(Cease {
+        p.send(Command::AutomaticStop(p.cease(Cease {
             subcode: Cease::MAX_PREFIXES,
             data,
-        }));
+        })));
         // Our decision, not a restart: the routes go now (also with graceful restart).
         let id = p.id;
         if p.joined {
@@ -1271,7 +1304,9 @@ impl Loop {
                 // RFC 4724 §4.1: no NOTIFICATION; the connection just closes.
                 p.task.abort();
             } else {
-                p.send(Command::Shutdown(Cease::new(Cease::ADMIN_SHUTDOWN)));
+                p.send(Command::Shutdown(
+                    p.cease(Cease::new(Cease::ADMIN_SHUTDOWN)),
+                ));
                 tasks.push(p.task);
             }
         }
@@ -1284,7 +1319,7 @@ impl Loop {
 
 /// RFC 8538 §3: Cease / Hard Reset ends graceful restart.
 fn is_hard_reset(n: &Notification) -> bool {
-    n.code == 6 && n.subcode == Cease::HARD_RESET
+    n.code == CEASE && n.subcode == Cease::HARD_RESET
 }
 
 /// An IPv4 peer's address seen through a dual-stack socket is v4-mapped.

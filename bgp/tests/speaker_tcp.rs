@@ -1,0 +1,130 @@
+//! Two speakers over real TCP on loopback (no root needed): the session comes up through the
+//! listener, routes flow both ways with next-hop self taken from the connection's own address,
+//! and a shutdown reaches the peer as Cease / Administrative Shutdown.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use tabby_bgp::fsm::State;
+use tabby_bgp::policy::{PolicyConfig, Verdict};
+use tabby_bgp::rib::{NextHop, PathAttrs, Prefix};
+use tabby_bgp::speaker::{PeerConfig, PeerStatus, Speaker, SpeakerConfig};
+
+const A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+const B: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+fn p(s: &str) -> Prefix {
+    Prefix::V4(s.parse().unwrap())
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn status(s: &Speaker, peer: Ipv4Addr) -> PeerStatus {
+    s.peers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|x| x.address == IpAddr::V4(peer))
+        .unwrap()
+}
+
+fn speaker(me: Ipv4Addr, asn: u32) -> Speaker {
+    let mut cfg = SpeakerConfig::new(asn, me);
+    cfg.listen = vec![SocketAddr::new(IpAddr::V4(me), 0)];
+    Speaker::start(cfg).expect("loopback listener")
+}
+
+fn peer(addr: Ipv4Addr, asn: u32, port: u16) -> PeerConfig {
+    let mut c = PeerConfig::new(IpAddr::V4(addr), asn);
+    c.port = port;
+    c.connect_retry = Duration::from_secs(1);
+    c.hold_time = Duration::from_secs(9);
+    c.import_policy = Some("all".into());
+    c.export_policy = Some("all".into());
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_speakers_over_loopback_tcp() {
+    let a = speaker(A, 65001);
+    let b = speaker(B, 65002);
+    let all = PolicyConfig {
+        name: "all".into(),
+        rules: Vec::new(),
+        default: Verdict::Accept,
+    };
+    a.set_policy(all.clone()).await.unwrap();
+    b.set_policy(all).await.unwrap();
+    let (pa, pb) = (a.listening()[0].port(), b.listening()[0].port());
+    // A connects from whatever source the kernel picks (127.0.0.1); B from 127.0.0.2, so
+    // either connection is acceptable to the other's listener.
+    a.add_peer(peer(B, 65002, pb)).await.unwrap();
+    let mut to_a = peer(A, 65001, pa);
+    to_a.source = Some(IpAddr::V4(B));
+    b.add_peer(to_a).await.unwrap();
+    for (s, other) in [(&a, B), (&b, A)] {
+        eventually("Established", || async {
+            (status(s, other).await.state == State::Established).then_some(())
+        })
+        .await;
+    }
+
+    let local = PathAttrs::new(NextHop::V4(Ipv4Addr::UNSPECIFIED));
+    a.originate(p("10.1.0.0/24"), local.clone()).await.unwrap();
+    b.originate(p("10.2.0.0/24"), local).await.unwrap();
+    let at_b = eventually("10.1 at B", || async {
+        b.rib_lookup(p("10.1.0.0/24")).await.unwrap()
+    })
+    .await;
+    // Next hop self: A's own address on the connection.
+    assert_eq!(at_b.paths[0].attrs.next_hop, IpAddr::V4(A));
+    let at_a = eventually("10.2 at A", || async {
+        a.rib_lookup(p("10.2.0.0/24")).await.unwrap()
+    })
+    .await;
+    assert_eq!(at_a.paths[0].attrs.next_hop, IpAddr::V4(B));
+    assert_eq!(at_a.paths[0].attrs.as_path, "65002");
+
+    a.shutdown().await.unwrap();
+    let st = eventually("B sees the shutdown", || async {
+        let st = status(&b, A).await;
+        // (An earlier one may be the Cease / Collision Resolution of the start.)
+        st.last_notification_received
+            .clone()
+            .filter(|n| (n.code, n.subcode) == (6, 2))
+            .map(|n| (st, n))
+    })
+    .await;
+    assert!(
+        st.1.text.contains("Administrative Shutdown"),
+        "{}",
+        st.1.text
+    );
+    assert_ne!(st.0.state, State::Established);
+    eventually("10.1 withdrawn at B", || async {
+        b.rib_lookup(p("10.1.0.0/24"))
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    b.shutdown().await.unwrap();
+}
