@@ -1,4 +1,6 @@
 //! Tabby node agent.
 
+pub mod export;
 pub mod ipam;
+pub mod peering;
 pub mod routes;

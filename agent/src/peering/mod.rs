@@ -1,0 +1,22 @@
+//! The agent's BGP sessions, planned from the cluster's objects.
+//!
+//! - [`node`]: what a Node says about BGP (addresses, AS, router id, reflector cluster id).
+//! - [`plan`]: Nodes + BGPConfiguration + BGPPeers + Secrets → the sessions this node wants,
+//!   each with its kind (mesh / global / node), source object and options, and per-peer
+//!   problems in words.
+//! - [`diff`]: old plan → new plan → add / update / remove, touching only what changed.
+//!
+//! Owns the peering rules. Pure: no watches, no speaker calls, no status writes — the agent's
+//! main loop gathers the objects, calls [`plan()`] and [`diff()`], and applies the result.
+//! What is announced and accepted is [`crate::export`]'s.
+
+pub mod diff;
+pub mod node;
+pub mod plan;
+
+pub use diff::{PeerOp, PeersDiff, diff};
+pub use node::NodeInfo;
+pub use plan::{
+    DesiredPeer, Direction, LocalSettings, ObjectRef, Password, PeerKind, Plan, PlanError,
+    PlanInput, PolicyClass, PolicySpec, Problem, SessionSettings, Source, plan,
+};
