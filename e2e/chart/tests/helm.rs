@@ -297,3 +297,111 @@ fn kubernetes_validate_catches_an_unknown_field() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("allowPrivilegeEscalaton"));
 }
+
+fn notes(helm: &Path, values: &[&Path]) -> String {
+    let mut cmd = Command::new(helm);
+    cmd.args(["install", "tabby", "--dry-run=client", "--namespace", NS])
+        .arg(chart_dir());
+    for v in values {
+        cmd.arg("--values").arg(v);
+    }
+    let out = cmd.output().expect("run helm install --dry-run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_once("\nNOTES:\n")
+        .map(|(_, n)| n.to_string())
+        .expect("helm printed NOTES")
+}
+
+#[test]
+fn notes_tell_the_operator_how_to_check_health() {
+    let Some(helm) = need_helm() else { return };
+    let n = notes(&helm, &[]);
+    for want in [
+        "kubectl get nodenetworkstatus",
+        "kubectl get ippools",
+        "kubectl -n kube-system get lease tabby-ipam-controller",
+        "Pools created: default-ipv4 (10.244.0.0/16)",
+        "node-to-node mesh on",
+    ] {
+        assert!(n.contains(want), "NOTES lack {want:?}:\n{n}");
+    }
+    let tor = chart_dir().join("ci/tor-peers-values.yaml");
+    let n = notes(&helm, &[&tor]);
+    assert!(
+        n.contains("kubectl -n kube-system get secret tabby-bgp-passwords"),
+        "NOTES do not point at the password Secret:\n{n}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let lonely = dir.path().join("v.yaml");
+    std::fs::write(
+        &lonely,
+        "bgp:\n  configuration:\n    nodeToNodeMeshEnabled: false\n",
+    )
+    .unwrap();
+    assert!(notes(&helm, &[&lonely]).contains("WARNING: the node-to-node mesh is off"));
+}
+
+/// The last stage of a Dockerfile: its FROM image and its instructions.
+fn final_stage(path: &Path) -> (String, Vec<String>) {
+    let text = std::fs::read_to_string(path).expect("read Dockerfile");
+    let mut from = String::new();
+    let mut lines = Vec::new();
+    for l in text.lines().map(str::trim) {
+        if let Some(rest) = l.strip_prefix("FROM ") {
+            from = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            lines.clear();
+        } else if !l.starts_with('#') && !l.is_empty() {
+            lines.push(l.to_string());
+        }
+    }
+    (from, lines)
+}
+
+#[test]
+fn images_provide_what_the_chart_runs() {
+    let Some(helm) = need_helm() else { return };
+    let docs = parse_documents(&helm_template(&helm, NS, &[], &[]).expect("render")).unwrap();
+    let root = tabby_chart_tests::workspace_root();
+
+    let (from, agent) = final_stage(&root.join("images/agent.Dockerfile"));
+    assert!(
+        from.starts_with("debian:"),
+        "the init container needs a shell: {from}"
+    );
+    let ds = docs.iter().find(|d| kind(d) == "DaemonSet").unwrap();
+    let spec = &ds["spec"]["template"]["spec"];
+    let cmd = spec["containers"][0]["command"][0].as_str().unwrap();
+    let script = spec["initContainers"][0]["command"][2].as_str().unwrap();
+    assert_eq!(spec["initContainers"][0]["command"][0], "/bin/sh");
+    for bin in [cmd, "/usr/local/bin/tabby-cni"] {
+        assert!(
+            agent
+                .iter()
+                .any(|l| l.starts_with("COPY") && l.ends_with(bin)),
+            "images/agent.Dockerfile does not install {bin}"
+        );
+    }
+    assert!(script.contains("/usr/local/bin/tabby-cni"));
+    assert!(agent.contains(&format!("ENTRYPOINT [\"{cmd}\"]")));
+
+    let (from, ctl) = final_stage(&root.join("images/ipam-controller.Dockerfile"));
+    assert!(
+        from.contains("distroless") && from.ends_with(":nonroot"),
+        "{from}"
+    );
+    let dep = docs.iter().find(|d| kind(d) == "Deployment").unwrap();
+    let uid = dep["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+        .as_u64()
+        .unwrap();
+    assert!(ctl.contains(&format!("USER {uid}:{uid}")), "{ctl:?}");
+    assert!(ctl.contains(&"ENTRYPOINT [\"/usr/local/bin/tabby-ipam-controller\"]".to_string()));
+}
