@@ -120,6 +120,51 @@ async fn every_rendered_custom_resource_is_accepted_by_the_crds() {
     }
 }
 
+/// Every rendered object of a kind kube-sim serves (ServiceAccounts, ConfigMaps and our
+/// custom resources; not workloads or RBAC, which it does not emulate) is accepted as rendered.
+#[tokio::test]
+async fn every_rendered_object_kube_sim_serves_is_accepted() {
+    let Some(helm) = helm() else {
+        eprintln!("skipping: .tools/bin/helm missing; run scripts/fetch-tools.sh");
+        return;
+    };
+    let (sim, client, _crds) = sim_with_chart_crds().await;
+    // Let the CRDs' endpoints appear before discovering them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let discovery = kube::Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("discovery");
+    let docs = parse_documents(&helm_template(&helm, NS, &[], &[]).expect("render")).unwrap();
+    let mut applied = Vec::new();
+    let mut not_served = std::collections::BTreeSet::new();
+    for doc in &docs {
+        let api_version = doc["apiVersion"].as_str().unwrap_or("");
+        let kind = doc["kind"].as_str().unwrap_or("");
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let Some((ar, caps)) = discovery.resolve_gvk(&GroupVersionKind::gvk(group, version, kind))
+        else {
+            not_served.insert(format!("{api_version} {kind}"));
+            continue;
+        };
+        let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
+            Api::namespaced_with(client.clone(), NS, &ar)
+        } else {
+            Api::all_with(client.clone(), &ar)
+        };
+        let obj: DynamicObject = serde_json::from_value(doc.clone()).expect("object");
+        api.create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("{kind} {} refused: {e}", doc["metadata"]["name"]));
+        applied.push(kind.to_string());
+    }
+    eprintln!("applied {applied:?}; kube-sim does not serve {not_served:?}");
+    for want in ["ServiceAccount", "ConfigMap", "IPPool", "BGPConfiguration"] {
+        assert!(applied.iter().any(|k| k == want), "{want} was not applied");
+    }
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn an_object_the_crd_forbids_is_refused() {
     let Some(helm) = helm() else {
