@@ -390,6 +390,9 @@ pub struct Datapath {
     /// The node's namespace when it is not the caller's (tests, labs); `None` in the agent.
     host_ns: Option<File>,
     mtu: u32,
+    /// The kernel runs one dump at a time per netlink socket (a second one gets EBUSY), and
+    /// concurrent requests share `handle`: dumps on it take turns.
+    dump_lock: tokio::sync::Mutex<()>,
 }
 
 impl Datapath {
@@ -411,6 +414,7 @@ impl Datapath {
             handle,
             host_ns,
             mtu: DEFAULT_MTU,
+            dump_lock: tokio::sync::Mutex::new(()),
         };
         dp.ensure_forwarding(true).await?;
         dp.mtu = match mtu {
@@ -454,6 +458,7 @@ impl Datapath {
 
     /// Lists the host's interfaces and default routes and applies [`choose_mtu`].
     pub async fn detect_mtu(&self) -> Result<u32, DatapathError> {
+        let _dumping = self.dump_lock.lock().await;
         let links: Vec<LinkMessage> = self
             .handle
             .link()
@@ -765,6 +770,7 @@ impl Datapath {
     async fn wait_link_local(&self, index: u32, name: &str) -> Result<Ipv6Addr, DatapathError> {
         let start = Instant::now();
         loop {
+            let dumping = self.dump_lock.lock().await;
             let addrs: Vec<AddressMessage> = self
                 .handle
                 .address()
@@ -780,6 +786,7 @@ impl Datapath {
                     _ => None,
                 })
             });
+            drop(dumping);
             if let Some(ll) = ll {
                 return Ok(ll);
             }
@@ -983,6 +990,7 @@ impl Datapath {
             AddressFamily::Inet6
         };
         let plen = if addr.is_ipv4() { 32 } else { 128 };
+        let _dumping = self.dump_lock.lock().await;
         let routes: Vec<RouteMessage> = self
             .handle
             .route()
@@ -1006,6 +1014,7 @@ impl Datapath {
         &self,
         live_containers: &HashSet<String>,
     ) -> Result<Vec<String>, DatapathError> {
+        let dumping = self.dump_lock.lock().await;
         let links: Vec<LinkMessage> = self
             .handle
             .link()
@@ -1014,6 +1023,7 @@ impl Datapath {
             .try_collect()
             .await
             .map_err(nl("listing host interfaces"))?;
+        drop(dumping);
         let mut removed = Vec::new();
         for l in &links {
             let Some(name) = link_name(l) else { continue };

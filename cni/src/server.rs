@@ -198,6 +198,12 @@ async fn connection<H: Handler>(mut stream: UnixStream, handler: Arc<H>, stats: 
         stats.refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(reason = %err.msg, "refused a CNI connection");
         let _ = reply(&mut stream, &WireResponse::Error(err)).await;
+        // Closing with the request unread would reset the connection and could drop our
+        // answer on the way; swallow what the caller sends (bounded in size and time).
+        let mut rest = (&mut stream).take(MAX_REQUEST_BYTES as u64);
+        let mut sink = tokio::io::sink();
+        let drain = tokio::io::copy(&mut rest, &mut sink);
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
         return;
     }
     stats.requests.fetch_add(1, Ordering::Relaxed);

@@ -132,15 +132,21 @@ fn exchange(socket: &Path, wire: &WireRequest, command: Command) -> Result<WireR
         .set_write_timeout(Some(SEND_TIMEOUT))
         .and_then(|()| stream.set_read_timeout(Some(ANSWER_TIMEOUT)))
         .map_err(|e| io("configuring the connection to", e))?;
-    stream
+    // A refusing agent answers without reading the request, so a failed write is only
+    // reported when no answer follows.
+    let sent = stream
         .write_all(&body)
-        .and_then(|()| stream.shutdown(std::net::Shutdown::Write))
-        .map_err(|e| io("sending the request to", e))?;
+        .and_then(|()| stream.shutdown(std::net::Shutdown::Write));
     let mut answer = Vec::new();
-    (&mut stream)
+    let read = (&mut stream)
         .take(MAX_RESPONSE_BYTES as u64 + 1)
-        .read_to_end(&mut answer)
-        .map_err(|e| io("reading the answer of", e))?;
+        .read_to_end(&mut answer);
+    match (sent, read) {
+        (_, Ok(_)) if !answer.is_empty() => {}
+        (Err(e), _) => return Err(io("sending the request to", e)),
+        (Ok(()), Err(e)) => return Err(io("reading the answer of", e)),
+        (Ok(()), Ok(_)) => {}
+    }
     if answer.is_empty() {
         return Err(unavailable(
             command,
