@@ -26,6 +26,20 @@ use tabby_api::validation::join;
 /// have drained.
 pub const POOL_FINALIZER: &str = "tabby.dev/ipam-controller";
 
+/// Condition type on IPPool status: whether the pool's `nodeSelector` selects nodes, and
+/// whether nodes of its family are left with no pool that can serve them.
+pub const CONDITION_NODES_SELECTED: &str = "NodesSelected";
+/// `NodesSelected=False`: the selector matches none of the cluster's nodes.
+pub const REASON_NO_MATCHING_NODES: &str = "NoMatchingNodes";
+/// `NodesSelected=True`, but some nodes match no usable pool of this family.
+pub const REASON_NODES_UNSERVED: &str = "NodesUnserved";
+/// `NodesSelected=True`, every node has a usable pool of this family.
+pub const REASON_MATCHING: &str = "Matching";
+/// `NodesSelected=Unknown`: there are no nodes.
+pub const REASON_NO_NODES: &str = "NoNodes";
+/// Most node names a condition message lists.
+const MESSAGE_NODES: usize = 5;
+
 /// A node as the planner needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeInfo {
@@ -485,6 +499,19 @@ pub fn plan_pass(
 
     // Pool status and figures (counted on the blocks as read, before this pass's writes).
     let overlaps = pool::overlaps(&pools);
+    // Nodes no usable pool of a family can serve (selector mismatch, or every selecting pool
+    // disabled, terminating or overlapping): shown on every pool of that family.
+    let mut unserved: BTreeMap<Family, Vec<&str>> = BTreeMap::new();
+    for family in &families {
+        let mut names: Vec<&str> = snap
+            .nodes
+            .iter()
+            .filter(|n| pool::eligible(&pools, &overlaps, &n.labels, *family, None).is_empty())
+            .map(|n| n.name.as_str())
+            .collect();
+        names.sort_unstable();
+        unserved.insert(*family, names);
+    }
     for p in &pools {
         // Every block counts, valid or not: an invalid block's CIDR is still taken.
         let usage = node::pool_usage(p, &snap.blocks);
@@ -517,6 +544,10 @@ pub fn plan_pass(
                 last_transition_time: Time(now),
             },
         );
+        pool::set_condition(
+            &mut status.conditions,
+            nodes_selected(p, &snap.nodes, &unserved, obj.metadata.generation, now),
+        );
         status.block_size = Some(p.block_prefix);
         status.blocks_assigned = usage.blocks_assigned;
         status.blocks_free = usage.blocks_free;
@@ -531,6 +562,71 @@ pub fn plan_pass(
         }
     }
     out
+}
+
+/// The `NodesSelected` condition of pool `p`: does its selector match any node, and which nodes
+/// of its family no usable pool serves.
+fn nodes_selected(
+    p: &Pool,
+    nodes: &[NodeInfo],
+    unserved: &BTreeMap<Family, Vec<&str>>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let selected = nodes
+        .iter()
+        .filter(|n| p.selector.matches(&n.labels))
+        .count();
+    let total = nodes.len();
+    let family = p.family();
+    let missing = unserved.get(&family).map(Vec::as_slice).unwrap_or_default();
+    let listed = |names: &[&str]| {
+        let mut s = names
+            .iter()
+            .take(MESSAGE_NODES)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if names.len() > MESSAGE_NODES {
+            s.push_str(&format!(" and {} more", names.len() - MESSAGE_NODES));
+        }
+        s
+    };
+    let (status, reason, message) = if total == 0 {
+        ("Unknown", REASON_NO_NODES, "there are no nodes".to_string())
+    } else if selected == 0 {
+        (
+            "False",
+            REASON_NO_MATCHING_NODES,
+            format!(
+                "spec.nodeSelector matches none of the {total} nodes; no node gets blocks from this pool"
+            ),
+        )
+    } else if !missing.is_empty() {
+        (
+            "True",
+            REASON_NODES_UNSERVED,
+            format!(
+                "selects {selected} of {total} nodes; {} nodes match no usable {family} pool: {}",
+                missing.len(),
+                listed(missing)
+            ),
+        )
+    } else {
+        (
+            "True",
+            REASON_MATCHING,
+            format!("selects {selected} of {total} nodes"),
+        )
+    };
+    Condition {
+        type_: CONDITION_NODES_SELECTED.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time: Time(now),
+    }
 }
 
 /// The block a [`BlockPlan`] will create, for later decisions in the same pass.
@@ -949,6 +1045,98 @@ mod tests {
             "{:?}",
             again.actions
         );
+    }
+
+    #[test]
+    fn selector_mismatch_shows_in_pool_status() {
+        let zone = |z: &str| LabelSelector {
+            match_labels: Some([("zone".to_string(), z.to_string())].into()),
+            match_expressions: None,
+        };
+        let labelled = |name: &str, z: &str| {
+            let mut n = node(name);
+            n.labels.insert("zone".into(), z.into());
+            n
+        };
+        let condition = |p: &PassPlan, pool: &str| {
+            p.actions.iter().find_map(|a| match a {
+                Action::PoolStatus { pool: name, status } if name == pool => status
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == CONDITION_NODES_SELECTED)
+                    .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone())),
+                _ => None,
+            })
+        };
+        let mut a = ippool("zone-a", "10.1.0.0/24", 28);
+        a.spec.node_selector = Some(zone("a"));
+        let mut c = ippool("zone-c", "10.3.0.0/24", 28);
+        c.spec.node_selector = Some(zone("c"));
+        let v6 = ippool("v6", "fd00::/120", 124);
+        // (case, nodes, pool, expected status, reason, words in the message)
+        type Case<'a> = (&'a str, Vec<NodeInfo>, &'a str, &'a str, &'a str, &'a str);
+        let cases: Vec<Case> = vec![
+            (
+                "no node in zone c",
+                vec![labelled("n1", "a"), labelled("n2", "b")],
+                "zone-c",
+                "False",
+                REASON_NO_MATCHING_NODES,
+                "matches none of the 2 nodes",
+            ),
+            (
+                "n2 in zone b has no IPv4 pool",
+                vec![labelled("n1", "a"), labelled("n2", "b")],
+                "zone-a",
+                "True",
+                REASON_NODES_UNSERVED,
+                "selects 1 of 2 nodes; 1 nodes match no usable IPv4 pool: n2",
+            ),
+            (
+                "the IPv6 pool serves everyone",
+                vec![labelled("n1", "a"), labelled("n2", "b")],
+                "v6",
+                "True",
+                REASON_MATCHING,
+                "selects 2 of 2 nodes",
+            ),
+            (
+                "every node served",
+                vec![labelled("n1", "a"), labelled("n3", "c")],
+                "zone-a",
+                "True",
+                REASON_MATCHING,
+                "selects 1 of 2 nodes",
+            ),
+            (
+                "no nodes",
+                vec![],
+                "zone-a",
+                "Unknown",
+                REASON_NO_NODES,
+                "no nodes",
+            ),
+        ];
+        for (case, nodes, pool, status, reason, words) in cases {
+            let snap = Snapshot {
+                nodes,
+                pools: vec![a.clone(), c.clone(), v6.clone()],
+                ..Snapshot::default()
+            };
+            let p = pass(&snap);
+            let (s, r, m) = condition(&p, pool).unwrap_or_else(|| panic!("{case}: no status"));
+            assert_eq!((s.as_str(), r.as_str()), (status, reason), "{case}: {m}");
+            assert!(m.contains(words), "{case}: {m}");
+        }
+        // The node no pool serves also gets a Warning Event (NoIPPool) naming it.
+        let snap = Snapshot {
+            nodes: vec![labelled("n2", "b")],
+            pools: vec![a.clone()],
+            ..Snapshot::default()
+        };
+        let p = pass(&snap);
+        assert!(p.actions.iter().any(|x| matches!(x,
+            Action::Warn(w) if w.reason == "NoIPPool" && w.name == "n2" && w.kind == ObjectKind::Node)));
     }
 
     #[test]

@@ -549,3 +549,93 @@ async fn an_invalid_block_is_reported_and_left_alone() {
     );
     check_invariants(c).await;
 }
+
+/// The `NodesSelected` condition's (status, reason, message).
+async fn nodes_selected(client: &kube::Client, name: &str) -> Option<(String, String, String)> {
+    pool(client, name)
+        .await?
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "NodesSelected")
+        .map(|c| (c.status, c.reason, c.message))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selector_mismatch_is_visible_on_the_pool_and_the_node() {
+    let env = env().await;
+    let c = &env.client;
+    let zone_a = LabelSelector {
+        match_labels: Some([("zone".to_string(), "a".to_string())].into()),
+        match_expressions: None,
+    };
+    create_pool_spec(
+        c,
+        "zone-a",
+        IPPoolSpec {
+            cidr: "10.9.0.0/24".into(),
+            block_size: Some(28),
+            node_selector: Some(zone_a),
+            disabled: false,
+            nat_outgoing: false,
+            disable_bgp_export: false,
+        },
+    )
+    .await;
+    create_node(c, "in-zone-b", &[("zone", "b")]).await;
+    let _ctl = controller(&env, "ctl-a", &[]);
+    eventually("zone-a reports that it selects no node", WAIT, || async {
+        nodes_selected(c, "zone-a").await.is_some_and(|(s, r, m)| {
+            s == "False" && r == "NoMatchingNodes" && m.contains("none of the 1 nodes")
+        })
+    })
+    .await;
+    eventually(
+        "the node no pool serves gets a NoIPPool Event",
+        WAIT,
+        || async {
+            event_reasons(c, "Node", "in-zone-b")
+                .await
+                .iter()
+                .any(|r| r == "NoIPPool")
+        },
+    )
+    .await;
+    assert!(blocks_of(c, "in-zone-b").await.is_empty());
+    // A node in zone a: the pool now selects it, and still names the node it cannot serve.
+    create_node(c, "in-zone-a", &[("zone", "a")]).await;
+    eventually(
+        "zone-a selects one node and names the unserved one",
+        WAIT,
+        || async {
+            nodes_selected(c, "zone-a").await.is_some_and(|(s, r, m)| {
+                s == "True"
+                    && r == "NodesUnserved"
+                    && m.contains("selects 1 of 2 nodes")
+                    && m.contains("in-zone-b")
+            })
+        },
+    )
+    .await;
+    eventually("in-zone-a gets a block", WAIT, || async {
+        blocks_of(c, "in-zone-a").await.len() == 1
+    })
+    .await;
+    // Relabelling the other node into zone a clears the complaint.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(c.clone());
+    nodes
+        .patch(
+            "in-zone-b",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"zone": "a"}}})),
+        )
+        .await
+        .expect("relabel");
+    eventually("zone-a serves every node", WAIT, || async {
+        nodes_selected(c, "zone-a")
+            .await
+            .is_some_and(|(s, r, _)| s == "True" && r == "Matching")
+    })
+    .await;
+    check_invariants(c).await;
+}
