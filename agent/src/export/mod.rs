@@ -23,11 +23,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
+use tabby_api::v1alpha1::bgpconfiguration::CommunityValue;
 use tabby_api::v1alpha1::bgppeer::{FilterAction, PrefixMatch};
 use tabby_api::v1alpha1::{BGPConfigurationSpec, IPAMBlock, IPPool};
 use tabby_bgp::policy::{MatchConfig, PolicyConfig, PrefixRangeConfig, RuleConfig, Verdict};
+use tabby_bgp::rib::{NextHop, PathAttrs, Prefix};
+use tabby_bgp::wire::{Community, Ipv4Prefix, Ipv6Prefix, LargeCommunity};
 
-use crate::peering::{Direction, ObjectRef, PolicyClass, PolicySpec, Problem};
+use crate::peering::{Direction, LocalSettings, ObjectRef, PolicyClass, PolicySpec, Problem};
 
 /// An IPPool as export sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -365,4 +368,90 @@ pub fn diff_origination(old: &BTreeSet<IpNet>, new: &BTreeSet<IpNet>) -> Origina
         originate: new.difference(old).copied().collect(),
         withdraw: old.difference(new).copied().collect(),
     }
+}
+
+/// The route to originate for `prefix`: ORIGIN IGP, empty AS_PATH, this node's address of the
+/// prefix's family as next hop (RFC 4271 §5.1.3; the speaker rewrites it per session where
+/// its next-hop mode says so), and the communities of every `prefixAdvertisements` entry whose
+/// CIDR covers the prefix (Calico's meaning: the CIDR and everything inside it).
+pub fn route(
+    prefix: IpNet,
+    local: &LocalSettings,
+    config: &BGPConfigurationSpec,
+) -> Result<(Prefix, PathAttrs), Problem> {
+    let problem = |reason: String| Problem {
+        object: ObjectRef::new("Node", &local.node),
+        peer: None,
+        reason,
+    };
+    let (rib_prefix, next_hop) = match prefix {
+        IpNet::V4(p) => {
+            let nh = local.addresses.iter().find_map(|a| match a {
+                std::net::IpAddr::V4(v4) => Some(*v4),
+                std::net::IpAddr::V6(_) => None,
+            });
+            let nh = nh
+                .ok_or_else(|| problem(format!("has no IPv4 address to announce {prefix} from")))?;
+            let rp = Ipv4Prefix::new(p.addr(), p.prefix_len())
+                .map_err(|e| problem(format!("{prefix}: {e}")))?;
+            (Prefix::V4(rp), NextHop::V4(nh))
+        }
+        IpNet::V6(p) => {
+            let nh = local.addresses.iter().find_map(|a| match a {
+                std::net::IpAddr::V6(v6) => Some(*v6),
+                std::net::IpAddr::V4(_) => None,
+            });
+            let nh = nh
+                .ok_or_else(|| problem(format!("has no IPv6 address to announce {prefix} from")))?;
+            let rp = Ipv6Prefix::new(p.addr(), p.prefix_len())
+                .map_err(|e| problem(format!("{prefix}: {e}")))?;
+            (
+                Prefix::V6(rp),
+                NextHop::V6 {
+                    global: nh,
+                    link_local: None,
+                },
+            )
+        }
+    };
+    let mut attrs = PathAttrs::new(next_hop);
+    for (i, adv) in config.prefix_advertisements.iter().enumerate() {
+        let Ok(cidr) = adv.cidr.parse::<IpNet>() else {
+            continue; // reported by the configuration's validation
+        };
+        if !cidr.contains(&prefix) {
+            continue;
+        }
+        for (j, c) in adv.communities.iter().enumerate() {
+            let value = config
+                .communities
+                .iter()
+                .find(|n| n.name == *c)
+                .map_or(c.as_str(), |n| n.value.as_str());
+            match CommunityValue::parse(value) {
+                Some(CommunityValue::Standard(a, v)) => {
+                    attrs.communities.push(Community::new(a, v))
+                }
+                Some(CommunityValue::Large(g, l1, l2)) => {
+                    attrs.large_communities.push(LargeCommunity {
+                        global: g,
+                        local1: l1,
+                        local2: l2,
+                    })
+                }
+                None => {
+                    return Err(Problem {
+                        object: ObjectRef::new("BGPConfiguration", "default"),
+                        peer: None,
+                        reason: format!(
+                            "spec.prefixAdvertisements[{i}].communities[{j}] {c:?} is neither \
+                             a community name nor a value"
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    attrs.canonicalize();
+    Ok((rib_prefix, attrs))
 }

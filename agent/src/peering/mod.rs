@@ -5,6 +5,7 @@
 //!   each with its kind (mesh / global / node), source object and options, and per-peer
 //!   problems in words.
 //! - [`diff`]: old plan → new plan → add / update / remove, touching only what changed.
+//! - [`speaker`]: the plan as `tabby_bgp::speaker` configuration.
 //!
 //! Owns the peering rules. Pure: no watches, no speaker calls, no status writes — the agent's
 //! main loop gathers the objects, calls [`plan()`] and [`diff()`], and applies the result.
@@ -13,6 +14,7 @@
 pub mod diff;
 pub mod node;
 pub mod plan;
+pub mod speaker;
 
 pub use diff::{PeerOp, PeersDiff, diff};
 pub use node::NodeInfo;
@@ -20,3 +22,4 @@ pub use plan::{
     DesiredPeer, Direction, LocalSettings, ObjectRef, Password, PeerKind, Plan, PlanError,
     PlanInput, PolicyClass, PolicySpec, Problem, SessionSettings, Source, plan,
 };
+pub use speaker::{peer_config, speaker_config};
