@@ -1,5 +1,6 @@
 //! Tabby node agent.
 
+pub mod addr;
 pub mod export;
 pub mod ipam;
 pub mod peering;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use tabby_agent::routes::{
-    Config, NextHop, Reconciler, ReconcilerHandle, RouteKey, TABBY_RT_PROTO,
+    Config, NextHop, Reconciler, ReconcilerHandle, RouteKey, RouteSocket, TABBY_RT_PROTO,
 };
 use tabby_netlab::{Netns, in_netns, skip_unless_root_and, spawn_in_netns};
 
@@ -107,6 +107,13 @@ fn add_replace_delete_ecmp_blackholes_both_families() {
         let rep = r.reconcile().unwrap();
         assert_eq!((rep.added, rep.replaced, rep.deleted), (6, 0, 0), "{rep:?}");
         assert!(rep.failed.is_empty(), "{:?}", rep.failed);
+        let mut sock = RouteSocket::new(TABBY_RT_PROTO).unwrap();
+        assert_eq!(sock.count(254, TABBY_RT_PROTO).unwrap(), 6);
+        assert_eq!(sock.count(254, 4).unwrap(), 0, "no static routes here");
+        assert!(
+            sock.count(254, 2).unwrap() >= 2,
+            "the veth subnets' kernel routes"
+        );
         let m = r.metrics();
         assert_eq!(m.routes_v4.load(std::sync::atomic::Ordering::Relaxed), 3);
         assert_eq!(m.routes_v6.load(std::sync::atomic::Ordering::Relaxed), 3);

@@ -3,6 +3,7 @@
 //! min / median / max; see `docs/benchmarks.md`.
 
 mod bgp;
+mod fib;
 
 use clap::{Parser, Subcommand};
 
@@ -18,10 +19,13 @@ struct Cli {
 enum Command {
     /// BGP convergence: tabby-bgpd, BIRD, FRR and GoBGP, bgperf-style.
     Bgp(bgp::BgpArgs),
+    /// Routes into the kernel FIB: Tabby's reconciler, `ip -batch` and BIRD's kernel protocol.
+    Fib(fib::FibArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bgp(args) => bgp::run(args),
+        Command::Fib(args) => fib::run(args),
     }
 }

@@ -77,9 +77,9 @@ pub fn plan(
 ) -> Plan {
     let mut plan = Plan::default();
     let mut deletes = Vec::new();
-    let consider = |prefix: IpNet, plan: &mut Plan, deletes: &mut Vec<Op>| {
-        let key = RouteKey::new(prefix, at.table, at.metric);
-        let want = desired.target(&key.prefix);
+    let mut moved = Vec::new();
+    // One desired prefix at our placement against what the kernel has there.
+    let mut consider = |key: RouteKey, want: Option<Target>, plan: &mut Plan| {
         let have = actual.own.get(&key);
         let occupied = actual.foreign.contains(&key);
         match (want, have) {
@@ -116,29 +116,42 @@ pub fn plan(
     match scope {
         Scope::Prefixes(prefixes) => {
             for p in prefixes {
-                consider(p.trunc(), &mut plan, &mut deletes);
+                let p = p.trunc();
+                consider(
+                    RouteKey::new(p, at.table, at.metric),
+                    desired.target(&p),
+                    &mut plan,
+                );
             }
         }
         Scope::All => {
-            let mut prefixes = desired.prefixes();
-            prefixes.extend(actual.own.keys().map(|k| k.prefix));
-            for p in prefixes {
-                consider(p, &mut plan, &mut deletes);
+            for (prefix, want) in desired.routes() {
+                consider(
+                    RouteKey::new(prefix, at.table, at.metric),
+                    Some(want),
+                    &mut plan,
+                );
             }
-            // Ours in another table or at another metric (a configuration change, an older
-            // version): never desired there.
-            for (key, target) in &actual.own {
-                if (key.table, key.metric) != (at.table, at.metric) && !retained.contains(key) {
-                    deletes.push(Op::Delete {
-                        key: *key,
-                        target: target.clone(),
-                    });
+            // Ours that nothing desires — including ours in another table or at another metric
+            // (a configuration change, an older version): never desired there.
+            for key in actual.own.keys() {
+                let elsewhere = (key.table, key.metric) != (at.table, at.metric);
+                if elsewhere {
+                    if !retained.contains(key) {
+                        moved.push(Op::Delete {
+                            key: *key,
+                            target: actual.own[key].clone(),
+                        });
+                    }
+                } else if desired.target(&key.prefix).is_none() {
+                    consider(*key, None, &mut plan);
                 }
             }
         }
     }
-    plan.ops.sort_by(|a, b| a.key().cmp(b.key()));
-    deletes.sort_by(|a, b| a.key().cmp(b.key()));
+    deletes.extend(moved);
+    plan.ops.sort_unstable_by(|a, b| a.key().cmp(b.key()));
+    deletes.sort_unstable_by(|a, b| a.key().cmp(b.key()));
     plan.ops.extend(deletes);
     plan.conflicts.sort();
     plan

@@ -263,6 +263,22 @@ impl Desired {
         self.learned.get(prefix).map(|h| Target::Unicast(h.clone()))
     }
 
+    /// Every desired route once, with its effective target (precedence applied).
+    pub fn routes(&self) -> impl Iterator<Item = (IpNet, Target)> + '_ {
+        let blocks = self.own_blocks.iter().map(|p| (*p, Target::Blackhole));
+        let pods = self
+            .pods
+            .iter()
+            .filter(|(p, _)| !self.own_blocks.contains(p))
+            .map(|(p, i)| (*p, Target::Unicast(vec![NextHop::dev(*i)])));
+        let learned = self
+            .learned
+            .iter()
+            .filter(|(p, _)| !self.own_blocks.contains(p) && !self.pods.contains_key(p))
+            .map(|(p, h)| (*p, Target::Unicast(h.clone())));
+        blocks.chain(pods).chain(learned)
+    }
+
     /// Every prefix with a desired route.
     pub fn prefixes(&self) -> HashSet<IpNet> {
         self.own_blocks

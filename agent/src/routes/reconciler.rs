@@ -79,6 +79,8 @@ pub struct ReconcileReport {
     /// Operations the kernel refused, with the reason in words.
     pub failed: Vec<(RouteKey, String)>,
     pub conflicts: Vec<RouteKey>,
+    /// Time spent computing the diff (the rest of `elapsed` is netlink).
+    pub plan_elapsed: Duration,
     pub elapsed: Duration,
 }
 
@@ -254,6 +256,7 @@ impl Reconciler {
             }
         }
         let mut report = ReconcileReport {
+            plan_elapsed: start.elapsed(),
             conflicts: p.conflicts.clone(),
             ..ReconcileReport::default()
         };
