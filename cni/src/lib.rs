@@ -7,6 +7,7 @@
 //! ```
 
 pub mod datapath;
+pub mod install;
 pub mod server;
 pub mod shim;
 pub mod spec;

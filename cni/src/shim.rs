@@ -52,14 +52,16 @@ pub fn run(
     stdin: impl Read,
     default_socket: &Path,
 ) -> Outcome {
+    // stdin is read first even for VERSION, so the runtime's write of it never hits a closed
+    // pipe.
+    let mut raw = Vec::new();
+    let read = stdin
+        .take(MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_end(&mut raw);
     if get("CNI_COMMAND").as_deref() == Some(Command::Version.as_str()) {
         return Outcome::ok(Some(version_answer()));
     }
-    let mut raw = Vec::new();
-    if let Err(e) = stdin
-        .take(MAX_CONFIG_BYTES as u64 + 1)
-        .read_to_end(&mut raw)
-    {
+    if let Err(e) = read {
         let err = CniError::new(
             ErrorCode::IO_FAILURE,
             format!("reading the network configuration from stdin: {e}"),

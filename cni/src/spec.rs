@@ -456,8 +456,8 @@ pub struct NetConf {
 /// Default path of the agent's socket.
 pub const DEFAULT_AGENT_SOCKET: &str = "/var/run/tabby/cni.sock";
 
-/// The `type` Tabby's configuration must carry.
-pub const PLUGIN_TYPE: &str = "tabby";
+/// The `type` Tabby's configuration must carry; the runtime executes the binary of that name.
+pub const PLUGIN_TYPE: &str = "tabby-cni";
 
 impl NetConf {
     /// Only the `cniVersion` of a configuration, for answering errors in the caller's version

@@ -220,7 +220,7 @@ fn conf(v: Value) -> Vec<u8> {
 }
 
 fn base() -> Value {
-    json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "tabby"})
+    json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "tabby-cni"})
 }
 
 fn merged(extra: Value) -> Value {
