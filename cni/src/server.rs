@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
+use tracing::Instrument;
 
 use crate::spec::{Attachment, CniError, CniResult, Command, ErrorCode, NetConf, Request, Version};
 use crate::wire::{MAX_REQUEST_BYTES, WireRequest, WireResponse};
@@ -279,25 +280,32 @@ pub async fn handle_request<H: Handler>(handler: &H, wire: WireRequest) -> WireR
         command = %req.env.command,
         container = req.env.container_id.as_deref().unwrap_or(""),
     );
-    let _enter = span.enter();
-    let outcome = match req.env.command {
+    let outcome = dispatch(handler, &req, version).instrument(span).await;
+    match outcome {
+        Ok(v) => WireResponse::Ok(v),
+        Err(e) => WireResponse::Error(e),
+    }
+}
+
+async fn dispatch<H: Handler>(
+    handler: &H,
+    req: &Request,
+    version: Version,
+) -> Result<Option<serde_json::Value>, CniError> {
+    match req.env.command {
         Command::Add => handler
-            .add(&req)
+            .add(req)
             .await
             .map(|ours| Some(add_answer(&req.config, &ours, version))),
-        Command::Del => handler.del(&req).await.map(|()| None),
-        Command::Check => handler.check(&req).await.map(|()| None),
-        Command::Status => handler.status(&req).await.map(|()| None),
+        Command::Del => handler.del(req).await.map(|()| None),
+        Command::Check => handler.check(req).await.map(|()| None),
+        Command::Status => handler.status(req).await.map(|()| None),
         Command::Gc => match req.config.valid_attachments() {
-            Ok(valid) => handler.gc(&req, &valid).await.map(|()| None),
+            Ok(valid) => handler.gc(req, &valid).await.map(|()| None),
             Err(e) => Err(e),
         },
         // `Request::parse` never yields VERSION.
         Command::Version => Ok(Some(crate::spec::version_answer())),
-    };
-    match outcome {
-        Ok(v) => WireResponse::Ok(v),
-        Err(e) => WireResponse::Error(e),
     }
 }
 
