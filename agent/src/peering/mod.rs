@@ -6,16 +6,20 @@
 //!   problems in words.
 //! - [`diff`]: old plan → new plan → add / update / remove, touching only what changed.
 //! - [`speaker`]: the plan as `tabby_bgp::speaker` configuration.
+//! - [`apply`]: the edge — applies the differences to a running speaker, in a safe order.
 //!
-//! Owns the peering rules. Pure: no watches, no speaker calls, no status writes — the agent's
-//! main loop gathers the objects, calls [`plan()`] and [`diff()`], and applies the result.
+//! Owns the peering rules. Pure except [`apply`]: no watches, no status writes — the agent's
+//! main loop gathers the objects, calls [`plan()`] and the export functions, and hands the
+//! result to [`apply::apply`].
 //! What is announced and accepted is [`crate::export`]'s.
 
+pub mod apply;
 pub mod diff;
 pub mod node;
 pub mod plan;
 pub mod speaker;
 
+pub use apply::{Applied, ApplyReport, Desired, apply};
 pub use diff::{PeerOp, PeersDiff, diff};
 pub use node::NodeInfo;
 pub use plan::{
