@@ -442,6 +442,25 @@ mod tests {
     }
 
     #[test]
+    fn tabby_conf_is_accepted_by_tabby_bgpd_with_the_contract() {
+        let t = Topology { peers: 10 };
+        let c = tabby_bgpd::config::Config::parse(&tabby_conf(&t), Path::new("/"))
+            .unwrap_or_else(|e| panic!("{e}\n{}", tabby_conf(&t)));
+        assert_eq!((c.router_id, c.asn), (t.target(), TARGET_AS));
+        assert_eq!(c.peers.len(), 11);
+        for (i, addr, asn) in t.injectors() {
+            let p = &c.peers[&addr.into()];
+            assert_eq!(p.remote_asn, asn, "injector {i}");
+            assert!(p.passive);
+            assert_eq!(p.import_policy.as_deref(), Some("accept-all"));
+            assert_eq!(p.export_policy, None, "nothing exported to injector {i}");
+        }
+        let m = &c.peers[&t.monitor().into()];
+        assert_eq!((m.remote_asn, m.passive), (MONITOR_AS, true));
+        assert_eq!(m.export_policy.as_deref(), Some("accept-all"));
+    }
+
+    #[test]
     fn listening_sockets_in_proc_net_tcp() {
         let t = "  sl  local_address rem_address   st tx_queue rx_queue\n   \
                  0: 0100000A:00B3 00000000:0000 0A 00000000:00000000 00:00000000 00000000\n   \
