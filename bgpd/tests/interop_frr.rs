@@ -371,7 +371,7 @@ fn route_refresh_from_frr_makes_us_re_advertise() {
 
 #[test]
 fn hold_timer_expires_on_a_silent_link_and_the_session_recovers() {
-    if skip(&[Frr::BGPD, Frr::ZEBRA, "vtysh", "tc"]) {
+    if skip(&[Frr::BGPD, Frr::ZEBRA, "vtysh", "nft"]) {
         return;
     }
     let link = Link::new();

@@ -49,20 +49,20 @@ impl Link {
         Link { them, us }
     }
 
-    /// Silently drops every packet leaving `us` on the link (both families), or stops doing so.
+    /// Makes the link silent, or normal again: nftables in `them` drops every packet on
+    /// `eth0` both ways, so our side sees neither a reset nor an ICMP error, only silence.
     pub fn blackhole(&self, on: bool) {
-        let args: &[&str] = if on {
-            &[
-                "qdisc", "add", "dev", "eth0", "root", "netem", "loss", "100%",
-            ]
+        let mut c = self.them.command("nft");
+        if on {
+            c.args(["add table inet tabby_blackhole ; \
+                 add chain inet tabby_blackhole in { type filter hook input priority -300 ; } ; \
+                 add chain inet tabby_blackhole out { type filter hook output priority -300 ; } ; \
+                 add rule inet tabby_blackhole in iifname eth0 drop ; \
+                 add rule inet tabby_blackhole out oifname eth0 drop"]);
         } else {
-            &["qdisc", "del", "dev", "eth0", "root"]
-        };
-        for ns in [&self.us, &self.them] {
-            let mut c = ns.command("tc");
-            c.args(args);
-            tabby_netlab::run(&mut c).expect("tc netem");
+            c.args(["delete table inet tabby_blackhole"]);
         }
+        tabby_netlab::run(&mut c).expect("nft");
     }
 }
 
@@ -144,10 +144,8 @@ impl<'a> Tabby<'a> {
         self.process = Some(p);
         let start = Instant::now();
         while self.get("/healthz").is_none() {
-            if let Some(p) = self.process.as_mut() {
-                if let Err(e) = p.check_running() {
-                    panic!("tabby-bgpd did not start: {e}");
-                }
+            if let Some(Err(e)) = self.process.as_mut().map(Process::check_running) {
+                panic!("tabby-bgpd did not start: {e}");
             }
             assert!(
                 start.elapsed() < Duration::from_secs(20),

@@ -1,0 +1,161 @@
+//! `tabby-bgpd` against GoBGP 3.10, each in its own network namespace over a veth: eBGP with
+//! 4-octet ASNs and iBGP, on IPv4 and IPv6 sessions, communities and large communities,
+//! withdrawals both ways.
+//!
+//! Needs root, `gobgpd`/`gobgp` and the daemon binary; skips otherwise.
+
+mod interop;
+
+use std::time::Duration;
+
+use interop::*;
+use tabby_netlab::Gobgp;
+
+const T: Duration = Duration::from_secs(30);
+
+fn gobgp_conf(asn: u32, peer_asn: u32) -> String {
+    let neighbor = |addr: &str, family: &str| {
+        format!(
+            "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{addr}\"\n    \
+             peer-as = {peer_asn}\n  [neighbors.timers.config]\n    connect-retry = 1\n    \
+             hold-time = 9\n    keepalive-interval = 3\n  [[neighbors.afi-safis]]\n    \
+             [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}\"\n"
+        )
+    };
+    format!(
+        "[global.config]\n  as = {asn}\n  router-id = \"{THEM4}\"\n  port = 179\n{}{}",
+        neighbor(US4, "ipv4-unicast"),
+        neighbor(US6, "ipv6-unicast")
+    )
+}
+
+/// GoBGP's text view of `prefix` in its global RIB, when it has it.
+fn gobgp_route(g: &Gobgp, afi: &str, prefix: &str) -> Option<String> {
+    let out = g.gobgp(&["global", "rib", "-a", afi, prefix]).ok()?;
+    out.contains(prefix).then_some(out)
+}
+
+fn gobgp_wait_route(g: &Gobgp, afi: &str, prefix: &str) -> String {
+    wait_or(
+        &format!("GoBGP to learn {prefix}"),
+        T,
+        || gobgp_route(g, afi, prefix),
+        || g.log(),
+    )
+}
+
+fn add_theirs(g: &Gobgp) {
+    for (afi, prefix, nh) in [
+        ("ipv4", "198.51.100.0/24", THEM4),
+        ("ipv6", "2001:db8:3::/48", THEM6),
+    ] {
+        g.gobgp(&[
+            "global",
+            "rib",
+            "-a",
+            afi,
+            "add",
+            prefix,
+            "nexthop",
+            nh,
+            "community",
+            "65010:9",
+            "large-community",
+            "4200000001:1:2",
+        ])
+        .expect("gobgp rib add");
+    }
+}
+
+/// Both directions, both families, then withdrawals both ways; `as_path_them`/`as_path_us` are
+/// what each side must see.
+fn exchange(asn_them: u32, asn_us: u32, as_path_them: &str, as_path_us: &str) {
+    let link = Link::new();
+    let g = Gobgp::start(&link.them, &gobgp_conf(asn_them, asn_us)).expect("gobgpd");
+    let peers = format!("{}{}", peer(THEM4, asn_them, ""), peer(THEM6, asn_them, ""));
+    let tabby = Tabby::start(
+        &link.us,
+        &config(
+            US4,
+            asn_us,
+            &format!(
+                "{peers}{}{}",
+                originate("10.244.1.0/24", 65002),
+                originate("2001:db8:244::/48", 65002)
+            ),
+        ),
+    );
+    tabby.wait_established(THEM4, T);
+    tabby.wait_established(THEM6, T);
+    g.wait_established(US4, T).unwrap();
+    g.wait_established(US6, T).unwrap();
+    add_theirs(&g);
+
+    for (prefix, from) in [("198.51.100.0/24", THEM4), ("2001:db8:3::/48", THEM6)] {
+        let r = tabby.wait_route(prefix, T);
+        let p = best(&r);
+        assert_eq!(p["from"], from, "{r}");
+        assert_eq!(p["attrs"]["as_path"], as_path_us, "{r}");
+        assert_eq!(p["attrs"]["next_hop"], from, "{r}");
+        assert!(
+            p["attrs"]["communities"].to_string().contains("65010:9"),
+            "{r}"
+        );
+        assert!(
+            p["attrs"]["large_communities"]
+                .to_string()
+                .contains("4200000001:1:2"),
+            "{r}"
+        );
+    }
+    for (afi, prefix, nh) in [
+        ("ipv4", "10.244.1.0/24", US4),
+        ("ipv6", "2001:db8:244::/48", US6),
+    ] {
+        let r = gobgp_wait_route(&g, afi, prefix);
+        assert!(r.contains(nh), "next hop {nh}: {r}");
+        assert!(r.contains("65002:7"), "community: {r}");
+        assert!(r.contains("65002:1:2"), "large community: {r}");
+        let line = r.lines().find(|l| l.contains(prefix)).unwrap_or_default();
+        if as_path_them.is_empty() {
+            assert!(!line.contains("4200000002"), "iBGP adds no AS: {r}");
+        } else {
+            assert!(line.contains(as_path_them), "AS path {as_path_them}: {r}");
+        }
+    }
+
+    // Withdrawals.
+    g.gobgp(&["global", "rib", "-a", "ipv4", "del", "198.51.100.0/24"])
+        .unwrap();
+    g.gobgp(&["global", "rib", "-a", "ipv6", "del", "2001:db8:3::/48"])
+        .unwrap();
+    tabby.wait_no_route("198.51.100.0/24", T);
+    tabby.wait_no_route("2001:db8:3::/48", T);
+    tabby.reload(&config(US4, asn_us, &peers));
+    for (afi, prefix) in [("ipv4", "10.244.1.0/24"), ("ipv6", "2001:db8:244::/48")] {
+        wait_or(
+            &format!("GoBGP to withdraw {prefix}"),
+            T,
+            || gobgp_route(&g, afi, prefix).is_none().then_some(()),
+            || g.log(),
+        );
+    }
+    assert_eq!(tabby.peer(THEM4).unwrap()["established_count"], 1);
+    assert_eq!(tabby.peer(THEM6).unwrap()["established_count"], 1);
+}
+
+#[test]
+fn ebgp_ipv4_and_ipv6_sessions_with_4_octet_asns() {
+    if skip(&["gobgpd", "gobgp"]) {
+        return;
+    }
+    exchange(4_200_000_001, 4_200_000_002, "4200000002", "4200000001");
+}
+
+#[test]
+fn ibgp_ipv4_and_ipv6_sessions() {
+    if skip(&["gobgpd", "gobgp"]) {
+        return;
+    }
+    exchange(65000, 65000, "", "");
+}
