@@ -450,3 +450,46 @@ fn refused_routes_are_reported_in_words_and_others_still_go_in() {
     })
     .unwrap();
 }
+
+#[test]
+fn pod_host_route_over_a_veth_inside_the_blackholed_block() {
+    if skip_unless_root_and(&["ip"]) {
+        return;
+    }
+    let lab = lab();
+    let node = &lab.node;
+    // The interface index as the kernel reports it, read with `ip` (JSON) rather than our code.
+    let links: serde_json::Value =
+        serde_json::from_str(&node.ip(&["-j", "link", "show", "eth2"]).unwrap()).unwrap();
+    let ifindex = links[0]["ifindex"].as_u64().unwrap() as u32;
+    in_netns(node, || {
+        let mut r = Reconciler::new(Config::default()).unwrap();
+        r.set_own_blocks([net("10.10.0.0/26"), net("fd00:10::/122")]);
+        r.set_pod_route(net("10.10.0.5/32"), ifindex);
+        r.set_pod_route(net("fd00:10::5/128"), ifindex);
+        let rep = r.reconcile().unwrap();
+        assert_eq!(rep.added, 4, "{rep:?}");
+        assert!(rep.failed.is_empty(), "{:?}", rep.failed);
+        let got = ours(node);
+        assert!(
+            has(&got, "10.10.0.5", &["dev eth2", "scope link"]),
+            "{got:#?}"
+        );
+        assert!(has(&got, "fd00:10::5", &["dev eth2"]), "{got:#?}");
+        // The kernel picks the /32 over the blackhole for the pod, the blackhole for the rest.
+        let pod = node.ip(&["route", "get", "10.10.0.5"]).unwrap();
+        assert!(pod.contains("dev eth2"), "{pod}");
+        let other = node.ip(&["route", "get", "10.10.0.6"]);
+        assert!(
+            other.as_ref().is_err() || other.as_ref().unwrap().contains("blackhole"),
+            "{other:?}"
+        );
+        // Pod gone: its route goes, the block's blackhole stays.
+        r.remove_pod_route(net("10.10.0.5/32"));
+        r.remove_pod_route(net("fd00:10::5/128"));
+        let rep = r.reconcile().unwrap();
+        assert_eq!(rep.deleted, 2, "{rep:?}");
+        assert_eq!(ours(node).len(), 2, "{:#?}", ours(node));
+    })
+    .unwrap();
+}
