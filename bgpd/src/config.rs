@@ -139,9 +139,6 @@ pub struct RawGracefulRestart {
     /// Seconds we keep a restarting peer's routes as stale, waiting for its End-of-RIB.
     #[serde(default = "default_stale_routes_time")]
     pub stale_routes_time: u32,
-    /// RFC 8538 N bit: keep graceful restart across NOTIFICATIONs other than Hard Reset.
-    #[serde(default = "yes")]
-    pub notification: bool,
 }
 
 fn default_restart_time() -> u16 {
@@ -149,9 +146,6 @@ fn default_restart_time() -> u16 {
 }
 fn default_stale_routes_time() -> u32 {
     360
-}
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -219,8 +213,8 @@ fn default_connect_retry() -> u16 {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAddPath {
-    #[serde(default)]
-    pub send: Vec<AfiSafi>,
+    /// Families in which the peer may send several paths per prefix (RFC 7911). Sending
+    /// several paths is not offered: update groups advertise the best path only.
     #[serde(default)]
     pub receive: Vec<AfiSafi>,
 }
@@ -335,7 +329,6 @@ pub struct Config {
 pub struct GracefulRestart {
     pub restart_time: u16,
     pub stale_routes_time: u32,
-    pub notification: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,7 +348,6 @@ pub struct Peer {
     pub delay_open: Option<u16>,
     pub families: BTreeSet<AfiSafi>,
     pub extended_next_hop: bool,
-    pub add_path_send: BTreeSet<AfiSafi>,
     pub add_path_receive: BTreeSet<AfiSafi>,
     pub graceful_restart: bool,
     pub route_reflector_client: bool,
@@ -449,7 +441,6 @@ impl Config {
             GracefulRestart {
                 restart_time: g.restart_time,
                 stale_routes_time: g.stale_routes_time,
-                notification: g.notification,
             }
         });
 
@@ -696,14 +687,12 @@ fn check_peer(
             ));
         }
     }
-    for (dir, list) in [("send", &p.add_path.send), ("receive", &p.add_path.receive)] {
-        for (j, fam) in list.iter().enumerate() {
-            if !families.contains(fam) {
-                e.push(FieldError::new(
-                    format!("{path}.add_path.{dir}[{j}]"),
-                    format!("{fam} is not in the peer's families"),
-                ));
-            }
+    for (j, fam) in p.add_path.receive.iter().enumerate() {
+        if !families.contains(fam) {
+            e.push(FieldError::new(
+                format!("{path}.add_path.receive[{j}]"),
+                format!("{fam} is not in the peer's families"),
+            ));
         }
     }
     let graceful_restart = match p.graceful_restart {
@@ -768,7 +757,6 @@ fn check_peer(
         delay_open: p.delay_open,
         families,
         extended_next_hop: p.extended_next_hop,
-        add_path_send: p.add_path.send.iter().copied().collect(),
         add_path_receive: p.add_path.receive.iter().copied().collect(),
         graceful_restart,
         route_reflector_client: p.route_reflector_client,

@@ -58,10 +58,7 @@ fn base_config_loads_with_defaults() {
     assert_eq!(c.listen, vec!["127.0.0.1:1179".parse().unwrap()]);
     assert_eq!(c.max_paths, 1);
     let gr = c.graceful_restart.unwrap();
-    assert_eq!(
-        (gr.restart_time, gr.stale_routes_time, gr.notification),
-        (90, 360, true)
-    );
+    assert_eq!((gr.restart_time, gr.stale_routes_time), (90, 360));
     let p = &c.peers[&"127.0.0.2".parse::<IpAddr>().unwrap()];
     assert_eq!(p.port, 179);
     assert_eq!(p.hold_time, 90);
@@ -204,8 +201,8 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "remote_asn = 65002\n",
-        "remote_asn = 65002\nadd_path = { send = [\"ipv6-unicast\"] }\n",
-        "peers[0].add_path.send[0]",
+        "remote_asn = 65002\nadd_path = { receive = [\"ipv6-unicast\"] }\n",
+        "peers[0].add_path.receive[0]",
         "not in the peer's families",
     ),
     (
