@@ -455,3 +455,65 @@ pub fn route(
     attrs.canonicalize();
     Ok((rib_prefix, attrs))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(cidr: &str, ge: u8, le: u8) -> Range {
+        Range {
+            cidr: cidr.parse().unwrap(),
+            ge,
+            le,
+        }
+    }
+
+    #[test]
+    fn range_intersection_table() {
+        // (a, b, a ∩ b)
+        let cases = [
+            // Nested: the longer prefix, the tighter lengths.
+            (
+                r("10.0.0.0/8", 8, 32),
+                r("10.244.0.0/16", 16, 32),
+                Some(r("10.244.0.0/16", 16, 32)),
+            ),
+            (
+                r("10.0.0.0/8", 8, 24),
+                r("10.244.0.0/16", 16, 32),
+                Some(r("10.244.0.0/16", 16, 24)),
+            ),
+            // An exact prefix inside a range.
+            (
+                r("10.0.0.0/8", 8, 32),
+                r("10.244.0.0/26", 26, 26),
+                Some(r("10.244.0.0/26", 26, 26)),
+            ),
+            // Lengths that do not overlap.
+            (r("10.0.0.0/8", 8, 24), r("10.244.0.0/26", 26, 26), None),
+            // A shorter `ge` is raised to the inner prefix's own length.
+            (
+                r("0.0.0.0/0", 0, 32),
+                r("10.244.0.0/16", 16, 32),
+                Some(r("10.244.0.0/16", 16, 32)),
+            ),
+            (
+                r("10.244.0.0/16", 16, 32),
+                r("10.0.0.0/8", 0, 32),
+                Some(r("10.244.0.0/16", 16, 32)),
+            ),
+            // Disjoint prefixes, and different families.
+            (r("10.0.0.0/8", 8, 32), r("172.16.0.0/12", 12, 32), None),
+            (r("0.0.0.0/0", 0, 32), r("fd00::/48", 48, 128), None),
+            (
+                r("fd00::/8", 8, 128),
+                r("fd00:10::/48", 48, 122),
+                Some(r("fd00:10::/48", 48, 122)),
+            ),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(a.intersect(&b), want, "{a:?} ∩ {b:?}");
+            assert_eq!(b.intersect(&a), want, "symmetric: {b:?} ∩ {a:?}");
+        }
+    }
+}
