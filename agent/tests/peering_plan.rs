@@ -454,11 +454,15 @@ fn source_address_must_be_on_the_node() {
     let p = w.plan("a");
     assert_eq!(addrs(&p), ["192.0.2.2", "fd00::2", "fd00::3"]);
     let reasons: Vec<String> = p.problems.iter().map(|p| p.to_string()).collect();
-    assert_eq!(reasons.len(), 3, "{reasons:?}");
-    assert!(
-        reasons
-            .iter()
-            .all(|r| r.contains("source address 10.0.0.1 is not configured"))
+    // One problem on the Node for the mesh (not one per mesh peer), one for the BGPPeer.
+    assert_eq!(
+        reasons,
+        [
+            "BGPPeer tor, peer 192.0.2.1: source address 10.0.0.1 is not configured on any \
+             interface of this node",
+            "Node a: source address 10.0.0.1 is not configured on any interface of this node: \
+             no IPv4 mesh sessions",
+        ]
     );
 }
 

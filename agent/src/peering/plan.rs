@@ -406,20 +406,31 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     let mut candidates = Vec::new();
 
     if config.node_to_node_mesh_enabled {
+        // An address of this Node that no interface has cannot source any mesh session of
+        // its family: one problem on this Node, not one per peer.
+        let mut unusable = BTreeSet::new();
+        for mine in me.addresses() {
+            if let Err(reason) = ctx.check_source(mine) {
+                problems.push(Problem {
+                    object: ObjectRef::new("Node", &me.name),
+                    peer: None,
+                    reason: format!(
+                        "{reason}: no {} mesh sessions",
+                        if mine.is_ipv4() { "IPv4" } else { "IPv6" }
+                    ),
+                });
+                unusable.insert(mine);
+            }
+        }
         for (&address, n) in &node_by_address {
             let Some(mine) = me.address_like(address) else {
                 continue;
             };
-            let mut session = ctx.base_session(address, n.asn_or(config.as_number), true);
-            session.source = Some(mine);
-            if let Err(reason) = ctx.check_source(mine) {
-                problems.push(Problem {
-                    object: ObjectRef::new("Node", &n.name),
-                    peer: Some(address),
-                    reason: format!("mesh session: {reason}"),
-                });
+            if unusable.contains(&mine) {
                 continue;
             }
+            let mut session = ctx.base_session(address, n.asn_or(config.as_number), true);
+            session.source = Some(mine);
             candidates.push(Candidate {
                 address,
                 kind: PeerKind::Mesh,
