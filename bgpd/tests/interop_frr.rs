@@ -476,3 +476,202 @@ fn max_prefix_trips_with_cease_1_seen_by_frr() {
         || (tabby.peer_state(THEM4) == "Established").then_some(()),
     );
 }
+
+fn kernel_route(ns: &tabby_netlab::Netns, prefix: &str) -> bool {
+    ns.ip(&["route", "show", prefix])
+        .is_ok_and(|out| out.contains(prefix))
+}
+
+#[test]
+fn graceful_restart_frr_keeps_our_routes_while_we_restart() {
+    if skip(FRR_PROGRAMS) {
+        return;
+    }
+    let link = Link::new();
+    let frr_conf = format!(
+        "{}{} address-family ipv4 unicast\n  neighbor {US4} activate\n exit-address-family\n",
+        frr_head(
+            65001,
+            " bgp graceful-restart\n bgp graceful-restart restart-time 20\n"
+        ),
+        frr_neighbor(US4, 65002, &[]),
+    );
+    let frr = Frr::start(&link.them, &frr_conf).expect("FRR");
+    let mut tabby = Tabby::start(
+        &link.us,
+        &config(
+            US4,
+            65002,
+            &format!(
+                "[graceful_restart]\nrestart_time = 20\nstale_routes_time = 30\n\n{}{}",
+                peer(THEM4, 65001, ""),
+                originate("10.244.1.0/24", 65002)
+            ),
+        ),
+    );
+    tabby.wait_established(THEM4, T);
+    let before = frr_wait_route(&frr, "ipv4", "10.244.1.0/24");
+    let since = before["lastUpdate"]["epoch"].clone();
+    wait("FRR to install our route in the kernel", T, || {
+        kernel_route(&link.them, "10.244.1.0/24").then_some(())
+    });
+    let neigh = frr
+        .vtysh_json(&format!("show bgp neighbors {US4} json"))
+        .unwrap();
+    assert!(
+        neigh[US4]["neighborCapabilities"]["gracefulRestart"]
+            .to_string()
+            .contains("advertisedAndReceived"),
+        "{neigh}"
+    );
+
+    tabby.kill9();
+    // FRR notices the dead session and keeps our route, stale, and in the kernel.
+    wait_or(
+        "FRR to mark our route stale",
+        T,
+        || {
+            assert!(
+                kernel_route(&link.them, "10.244.1.0/24"),
+                "FRR removed our route from the kernel during our restart"
+            );
+            frr_route(&frr, "ipv4", "10.244.1.0/24").filter(|p| p["stale"] == true)
+        },
+        || frr.bgpd_log(),
+    );
+    tabby.restart(&["--graceful-restart"]);
+    tabby.wait_established(THEM4, T);
+    let after = wait_or(
+        "FRR to see our route fresh again (after our End-of-RIB)",
+        T,
+        || {
+            assert!(
+                kernel_route(&link.them, "10.244.1.0/24"),
+                "FRR removed our route from the kernel during our restart"
+            );
+            frr_route(&frr, "ipv4", "10.244.1.0/24").filter(|p| p["stale"] != true)
+        },
+        || frr.bgpd_log(),
+    );
+    assert_eq!(
+        after["lastUpdate"]["epoch"], since,
+        "the route flapped in FRR: {before} → {after}"
+    );
+}
+
+#[test]
+fn graceful_restart_we_keep_frr_routes_stale_until_its_end_of_rib() {
+    if skip(FRR_PROGRAMS) {
+        return;
+    }
+    let link = Link::new();
+    let frr_conf = format!(
+        "{}{} address-family ipv4 unicast\n  neighbor {US4} activate\n  \
+         network 192.0.2.0/24\n exit-address-family\n",
+        frr_head(
+            65001,
+            " bgp graceful-restart\n bgp graceful-restart preserve-fw-state\n \
+             bgp graceful-restart restart-time 20\n"
+        ),
+        frr_neighbor(US4, 65002, &[]),
+    );
+    let frr = Frr::start(&link.them, &frr_conf).expect("FRR");
+    let tabby = Tabby::start(
+        &link.us,
+        &config(
+            US4,
+            65002,
+            &format!(
+                "[graceful_restart]\nrestart_time = 20\nstale_routes_time = 30\n\n{}",
+                peer(THEM4, 65001, "")
+            ),
+        ),
+    );
+    tabby.wait_established(THEM4, T);
+    tabby.wait_route("192.0.2.0/24", T);
+
+    // kill -9 FRR's bgpd: no NOTIFICATION, the TCP session just closes.
+    let pid: i32 = std::fs::read_to_string(frr.dir().join("bgpd.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let present = |r: Option<Value>| {
+        r.unwrap_or_else(|| panic!("192.0.2.0/24 was dropped during FRR's restart"))
+    };
+    wait_or(
+        "us to keep FRR's route as stale",
+        T,
+        || {
+            let r = present(tabby.json("/rib/192.0.2.0/24"));
+            (best(&r)["stale"] == true).then_some(r)
+        },
+        || tabby.log_tail(20),
+    );
+    drop(frr);
+    let frr = Frr::start(&link.them, &frr_conf).expect("FRR again");
+    frr.wait_established(US4, T).unwrap();
+    wait_or(
+        "FRR's route to be fresh again after its End-of-RIB",
+        T,
+        || {
+            let r = present(tabby.json("/rib/192.0.2.0/24"));
+            (best(&r)["stale"] == false).then_some(r)
+        },
+        || tabby.log_tail(20),
+    );
+}
+
+#[test]
+fn two_octet_peer_as_trans_on_the_wire_and_the_path_rebuilt_on_our_side() {
+    if skip(FRR_PROGRAMS) {
+        return;
+    }
+    let link = Link::new();
+    // FRR in AS 65010 with no capabilities at all (an "old" 2-octet speaker, RFC 6793 §4.1):
+    // we are AS_TRANS in its AS_PATHs and our real AS travels in AS4_PATH, and its route's
+    // 4-octet AS reaches us the same way.
+    let frr_conf = format!(
+        "hostname frr\nroute-map PRE permit 10\n set as-path prepend 4200000099\n!\n\
+         router bgp 65010\n bgp router-id {THEM4}\n no bgp ebgp-requires-policy\n \
+         no bgp network import-check\n{} address-family ipv4 unicast\n  \
+         network 198.51.100.0/24 route-map PRE\n exit-address-family\n",
+        frr_neighbor(US4, 4_200_000_002, &["dont-capability-negotiate"]),
+    );
+    let frr = Frr::start(&link.them, &frr_conf).expect("FRR");
+    let tabby = Tabby::start(
+        &link.us,
+        &config(
+            US4,
+            4_200_000_002,
+            &format!(
+                "{}{}",
+                peer(THEM4, 65010, ""),
+                originate("10.244.1.0/24", 65002)
+            ),
+        ),
+    );
+    tabby.wait_established(THEM4, T);
+    frr.wait_established(US4, T).unwrap();
+    let neigh = frr
+        .vtysh_json(&format!("show bgp neighbors {US4} json"))
+        .unwrap();
+    assert!(
+        !neigh[US4]["neighborCapabilities"]
+            .to_string()
+            .contains("4byteAs\":\"advertisedAndReceived"),
+        "no 4-octet AS on this session: {neigh}"
+    );
+    let r = tabby.wait_route("198.51.100.0/24", T);
+    assert_eq!(best(&r)["attrs"]["as_path"], "65010 4200000099", "{r}");
+    // On the wire to a 2-octet peer our AS is AS_TRANS. (FRR 8.4 in `dont-capability-negotiate`
+    // mode still notes our AS4 capability and so does not merge our AS4_PATH back in; the
+    // BIRD suite checks the merge on the other side.)
+    let p = frr_wait_route(&frr, "ipv4", "10.244.1.0/24");
+    assert_eq!(p["aspath"]["string"], "23456", "{p}");
+}
