@@ -382,7 +382,6 @@ fn deleted_route_is_restored_and_exit_does_not_flush() {
             >= 3
     );
 
-    // A foreign route appearing on our key is left alone when ours is withdrawn.
     let status = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -391,6 +390,15 @@ fn deleted_route_is_restored_and_exit_does_not_flush() {
         .unwrap();
     assert_eq!(status.routes_v4, 2);
     assert_eq!(status.routes_v6, 1);
+    // A sweep through the loop: everything is desired, nothing goes.
+    let swept = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(handle.sweep())
+        .unwrap()
+        .unwrap();
+    assert_eq!((swept.added, swept.deleted), (0, 0), "{swept:?}");
 
     // Exit: dropping the last handle ends the loop; the routes stay.
     drop(handle);

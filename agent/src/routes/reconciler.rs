@@ -327,11 +327,15 @@ impl Reconciler {
             }
             (_, Outcome::Unknown) => *unknown = true,
             (_, Outcome::Failed { errno, .. }) => {
-                if matches!(op, Op::Add { .. }) && *errno == libc::EEXIST {
-                    // Someone holds the key we thought free: treat it as foreign until a
-                    // notification or resync says otherwise; never overwrite it.
+                if (matches!(op, Op::Add { .. }) && *errno == libc::EEXIST)
+                    || (matches!(op, Op::Replace { .. }) && *errno == libc::ESRCH)
+                {
+                    // The kernel disagrees with our view of this key (someone added a route
+                    // where we saw none, or removed ours): treat the key as occupied — never
+                    // overwrite it — and re-read the table before the next diff.
                     self.actual.foreign.insert(key);
                     self.conflicts.insert(key);
+                    *unknown = true;
                 }
                 self.metrics.netlink_errors.fetch_add(1, Ordering::Relaxed);
                 let why = outcome.describe();
@@ -416,7 +420,8 @@ impl Reconciler {
         &self.actual
     }
 
-    fn apply_command(&mut self, cmd: Command) -> Result<(), NetlinkError> {
+    /// Applies one command; true when the routing table must be re-read.
+    fn apply_command(&mut self, cmd: Command) -> bool {
         match cmd {
             Command::SetDesired(d) => self.set_desired(d),
             Command::Update { prefix, hops } => {
@@ -429,18 +434,16 @@ impl Reconciler {
             Command::RemovePodRoute(prefix) => self.remove_pod_route(prefix),
             Command::Sweep(done) => {
                 let r = self.sweep();
-                let _ = done.send(r.as_ref().map(|r| r.clone()).map_err(|e| e.to_string()));
-                r?;
+                let failed = r.is_err();
+                let _ = done.send(r.map_err(|e| e.to_string()));
+                return failed;
             }
-            Command::Resync => {
-                self.full = true;
-                self.resync()?;
-            }
+            Command::Resync => return true,
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
         }
-        Ok(())
+        false
     }
 
     /// The agent's loop: subscribes to route notifications, re-reads the table (so nothing
@@ -460,24 +463,28 @@ impl Reconciler {
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut need_resync = false;
         loop {
-            tokio::select! {
-                cmd = commands.recv() => {
-                    let Some(cmd) = cmd else { return Ok(()) };
-                    self.apply_command(cmd)?;
-                    // Coalesce a burst of best-path changes into one batch.
-                    while let Ok(cmd) = commands.try_recv() {
-                        self.apply_command(cmd)?;
+            // Wait only when there is nothing left to do; a resync or dirty prefixes found
+            // while folding in notifications are handled at once.
+            if !need_resync && !self.pending() {
+                tokio::select! {
+                    cmd = commands.recv() => {
+                        let Some(cmd) = cmd else { return Ok(()) };
+                        need_resync |= self.apply_command(cmd);
+                        // Coalesce a burst of best-path changes into one batch.
+                        while let Ok(cmd) = commands.try_recv() {
+                            need_resync |= self.apply_command(cmd);
+                        }
                     }
-                }
-                events = monitor.next() => match events {
-                    Ok(events) => self.handle_events(events),
-                    Err(NetlinkError::Overrun { .. }) => need_resync = true,
-                    Err(e) => return Err(e),
-                },
-                _ = resync.tick() => need_resync = true,
-                _ = retry.tick() => {
-                    let again: Vec<IpNet> = self.retry.drain().collect();
-                    self.dirty.extend(again);
+                    events = monitor.next() => match events {
+                        Ok(events) => self.handle_events(events),
+                        Err(NetlinkError::Overrun { .. }) => need_resync = true,
+                        Err(e) => return Err(e),
+                    },
+                    _ = resync.tick() => need_resync = true,
+                    _ = retry.tick() => {
+                        let again: Vec<IpNet> = self.retry.drain().collect();
+                        self.dirty.extend(again);
+                    }
                 }
             }
             let result = if std::mem::take(&mut need_resync) {
