@@ -573,3 +573,63 @@ async fn import_policy_change_asks_for_a_route_refresh_not_a_reset() {
     sub.expect(p("10.1.0.0/24"), &[]).await;
     assert_eq!(status(&a, B).await.established_count, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn removing_a_gr_peer_sends_hard_reset_so_it_flushes_at_once() {
+    let net = MemoryNetwork::new();
+    let a = gr_speaker(&net, A, 65000, false);
+    let b = gr_speaker(&net, B, 65000, false);
+    a.add_peer(peer(B, 65000)).await.unwrap();
+    b.add_peer(peer(A, 65000)).await.unwrap();
+    let mut fib = Fib::new(&b).await;
+    a.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
+    fib.expect(p("10.1.0.0/24"), &[A]).await;
+    // RFC 8538 §5: Peer De-configured inside a Hard Reset; B must not keep A's routes stale.
+    let t = tokio::time::Instant::now();
+    a.remove_peer(ip(B)).await.unwrap();
+    fib.expect(p("10.1.0.0/24"), &[]).await;
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let st = status(&b, A).await;
+    let n = st.last_notification_received.expect("NOTIFICATION");
+    assert_eq!((n.code, n.subcode), (6, 9), "{}", n.text);
+    assert_eq!(st.stale_until, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ipv4_routes_over_an_ipv6_session_with_extended_next_hop() {
+    let net = MemoryNetwork::new();
+    let a6: IpAddr = "2001:db8::1".parse().unwrap();
+    let b6: IpAddr = "2001:db8::2".parse().unwrap();
+    let a = Speaker::start_with_transport(SpeakerConfig::new(65000, A), net.transport(a6)).unwrap();
+    let b = Speaker::start_with_transport(SpeakerConfig::new(65000, B), net.transport(b6)).unwrap();
+    for (s, other) in [(&a, b6), (&b, a6)] {
+        let mut c = PeerConfig::new(other, 65000);
+        c.ipv6_unicast = true;
+        c.extended_next_hop = true;
+        c.connect_retry = Duration::from_secs(2);
+        s.add_peer(c).await.unwrap();
+    }
+    let mut fib = Fib::new(&b).await;
+    a.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
+    let v6: Prefix = Prefix::V6("2001:db8:1::/48".parse().unwrap());
+    a.originate(
+        v6,
+        PathAttrs::new(NextHop::V6 {
+            global: std::net::Ipv6Addr::UNSPECIFIED,
+            link_local: None,
+        }),
+    )
+    .await
+    .unwrap();
+    // RFC 8950: the IPv4 route's next hop is A's IPv6 session address.
+    let want = vec![a6];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        fib.drain();
+        if fib.table.get(&p("10.1.0.0/24")) == Some(&want) && fib.table.get(&v6) == Some(&want) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", fib.log);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -668,6 +668,11 @@ impl Rib {
         }
     }
 
+    /// Best-path changes waiting for [`Rib::take_changes`].
+    pub fn pending_changes(&self) -> usize {
+        self.changes.len()
+    }
+
     /// Takes the best-path changes accumulated since the last call. Call it after every
     /// UPDATE (or small batch): the queue holds one entry per changed prefix.
     pub fn take_changes(&mut self) -> Changes {

@@ -117,8 +117,11 @@ pub struct UpdateGroup {
     /// (source attributes, source peer, IPv6?) → exported attributes, for policies that do not
     /// look at the prefix. Holds the source set so its address cannot be reused meanwhile.
     cache: FastMap<CacheKey, (Arc<PathAttrs>, Option<Arc<PathAttrs>>)>,
-    pending_v4: FastMap<Ipv4Prefix, Option<Arc<PathAttrs>>>,
-    pending_v6: FastMap<Ipv6Prefix, Option<Arc<PathAttrs>>>,
+    /// Queued changes in arrival order, a prefix possibly more than once: appending is a
+    /// sequential write where a map insert is a random one, and the drain sorts anyway (then
+    /// keeps each prefix's last entry).
+    pending_v4: Vec<(Ipv4Prefix, Option<Arc<PathAttrs>>)>,
+    pending_v6: Vec<(Ipv6Prefix, Option<Arc<PathAttrs>>)>,
 }
 
 impl UpdateGroup {
@@ -129,8 +132,8 @@ impl UpdateGroup {
             members: BTreeSet::new(),
             store: AttrStore::new(),
             cache: FastMap::default(),
-            pending_v4: FastMap::default(),
-            pending_v6: FastMap::default(),
+            pending_v4: Vec::new(),
+            pending_v6: Vec::new(),
         }
     }
 
@@ -140,7 +143,7 @@ impl UpdateGroup {
     pub fn members(&self) -> impl Iterator<Item = PeerId> + '_ {
         self.members.iter().copied()
     }
-    /// Prefixes waiting to be sent.
+    /// Queued changes waiting to be sent (a prefix changed twice counts twice until the drain).
     pub fn pending(&self) -> usize {
         self.pending_v4.len() + self.pending_v6.len()
     }
@@ -253,14 +256,10 @@ impl UpdateGroup {
     fn enqueue(&mut self, prefix: Prefix, attrs: Option<Arc<PathAttrs>>) {
         match prefix {
             Prefix::V4(p) if self.key.ipv4 => {
-                if let Some(old) = self.pending_v4.insert(p, attrs).flatten() {
-                    self.store.release(old);
-                }
+                self.pending_v4.push((p, attrs));
             }
             Prefix::V6(p) if self.key.ipv6 => {
-                if let Some(old) = self.pending_v6.insert(p, attrs).flatten() {
-                    self.store.release(old);
-                }
+                self.pending_v6.push((p, attrs));
             }
             _ => {
                 if let Some(a) = attrs {
@@ -290,11 +289,17 @@ impl UpdateGroup {
     /// Packs the queue into UPDATEs: withdrawals first, then announcements grouped by
     /// attribute set, each message as full as the size limit allows.
     fn drain(&mut self) -> Result<Vec<Update>, EncodeError> {
-        let mut v4: Vec<(Ipv4Prefix, Option<Arc<PathAttrs>>)> = self.pending_v4.drain().collect();
-        let mut v6: Vec<(Ipv6Prefix, Option<Arc<PathAttrs>>)> = self.pending_v6.drain().collect();
-        // Incremental batches are small: sorted output is cheap and easier to read in captures.
-        v4.sort_unstable_by_key(|(p, _)| *p);
-        v6.sort_unstable_by_key(|(p, _)| *p);
+        let mut v4 = std::mem::take(&mut self.pending_v4);
+        let mut v6 = std::mem::take(&mut self.pending_v6);
+        // Stable sorts: a prefix's entries stay in arrival order, and the last one counts.
+        // Sorted output is also easier to read in captures.
+        v4.sort_by_key(|(p, _)| *p);
+        v6.sort_by_key(|(p, _)| *p);
+        let superseded = keep_last(&mut v4) + keep_last(&mut v6);
+        if superseded > 0 {
+            // Their attribute sets were dropped without `release`.
+            self.store.purge();
+        }
         self.pack(v4, v6)
     }
 
@@ -449,6 +454,22 @@ fn mp_update(base: &[Attribute], next_hop: MpNextHop, nlri: MpNlri) -> Update {
         attributes: a,
         ..Update::default()
     }
+}
+
+/// Removes all but the last entry of each run of equal keys in a sorted list; returns how many
+/// went.
+fn keep_last<P: PartialEq, V>(v: &mut Vec<(P, V)>) -> usize {
+    let before = v.len();
+    // `dedup_by` keeps the earlier element of a pair: move the later value into it first.
+    v.dedup_by(|later, earlier| {
+        if later.0 == earlier.0 {
+            std::mem::swap(&mut later.1, &mut earlier.1);
+            true
+        } else {
+            false
+        }
+    });
+    before - v.len()
 }
 
 /// Octets one NLRI takes without ADD-PATH (RFC 4271 §4.3): length octet plus address octets.

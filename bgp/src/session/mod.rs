@@ -99,6 +99,9 @@ pub enum Command {
     RouteRefresh(RouteRefresh),
     /// Stop with this Cease and end the task.
     Shutdown(Cease),
+    /// Use this local configuration from the next OPEN on (e.g. the graceful-restart R bit
+    /// cleared once the first session after a restart is up, RFC 4724 §3).
+    SetLocalConfig(Box<LocalConfig>),
 }
 
 /// Messages sent and received by one session, by type (RFC 4271 §4.1 type codes 1–5), for
@@ -476,6 +479,7 @@ impl Session {
                 self.drain().await;
             }
             Command::Shutdown(_) => {}
+            Command::SetLocalConfig(l) => self.fsm.set_local_config(*l),
         }
     }
 

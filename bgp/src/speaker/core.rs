@@ -50,6 +50,10 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Most session reports handled before the changes are exported.
 const BATCH: usize = 512;
+/// Export once this many best-path changes are pending, even within a batch: the change
+/// records (and the groups' queues) are transient memory, and a full table arriving at once
+/// must not hold a million of them.
+const MAX_PENDING_CHANGES: usize = 32 * 1024;
 /// How long `shutdown` waits for sessions to send their Cease.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 
@@ -147,6 +151,8 @@ pub(super) struct Loop {
     by_generation: FastMap<u64, IpAddr>,
     policies: BTreeMap<String, Arc<Policy>>,
     subscribers: Subscribers,
+    /// Peers whose first session after our restart came up (RFC 4724 §3 R bit only before).
+    restarted: BTreeSet<IpAddr>,
     inbound_tx: mpsc::Sender<Inbound>,
     inbound_rx: mpsc::Receiver<Inbound>,
     next_peer_id: u32,
@@ -177,6 +183,7 @@ impl Loop {
             by_generation: FastMap::default(),
             policies: BTreeMap::new(),
             subscribers: Subscribers::default(),
+            restarted: BTreeSet::new(),
             inbound_tx,
             inbound_rx,
             next_peer_id: 1,
@@ -217,6 +224,9 @@ impl Loop {
                     let started = std::time::Instant::now();
                     let mut updates = self.inbound(first);
                     for _ in 1..BATCH {
+                        if self.rib.pending_changes() >= MAX_PENDING_CHANGES {
+                            break;
+                        }
                         match self.inbound_rx.try_recv() {
                             Ok(ev) => updates += self.inbound(ev),
                             Err(_) => break,
@@ -292,6 +302,26 @@ impl Loop {
         }
     }
 
+    /// This process announces the Restart State bit (it restarted with routes in place).
+    fn restarting(&self) -> bool {
+        self.cfg
+            .graceful_restart
+            .as_ref()
+            .is_some_and(|g| g.restarting)
+    }
+
+    /// The speaker config as `peer`'s OPEN sees it: without the Restart State bit once a
+    /// session with that peer came up after our restart.
+    fn speaker_config(&self, peer: IpAddr) -> SpeakerConfig {
+        let mut c = self.cfg.clone();
+        if self.restarted.contains(&peer)
+            && let Some(g) = c.graceful_restart.as_mut()
+        {
+            g.restarting = false;
+        }
+        c
+    }
+
     fn policy(
         &self,
         peer: IpAddr,
@@ -341,7 +371,7 @@ impl Loop {
         let session = spawn_counted(
             SessionConfig {
                 peer: cfg.address,
-                local: cfg.local_config(&self.cfg),
+                local: cfg.local_config(&self.speaker_config(cfg.address)),
                 fsm: cfg.fsm_config(),
             },
             self.transport.connector(&cfg),
@@ -732,6 +762,8 @@ impl Loop {
         // Changes queued before this peer joins go to the existing members only; the
         // newcomer's dump already reflects them (the ordering rule in `rib::out`).
         self.export();
+        let clear_restart_bit =
+            (self.restarting() && self.restarted.insert(addr)).then(|| self.speaker_config(addr));
         let Some(p) = self.peers.get_mut(&addr) else {
             return;
         };
@@ -747,6 +779,11 @@ impl Loop {
         };
         let families = n.families.clone();
         let gr = n.graceful_restart.clone();
+        // RFC 4724 §3: the Restart State bit is for the first session after our restart; a
+        // later reconnect of this process is not a restart.
+        if let Some(after) = &clear_restart_bit {
+            p.send(Command::SetLocalConfig(Box::new(p.cfg.local_config(after))));
+        }
         p.negotiated = Some(n);
         info!(peer = %addr, "session established");
         let r = if p.in_rib {
