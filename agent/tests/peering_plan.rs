@@ -13,6 +13,7 @@ use tabby_agent::peering::plan::{
 };
 use tabby_agent::peering::{Direction, PeerKind, PlanError, PolicyClass, Source};
 use tabby_api::v1alpha1::bgppeer::NextHopMode;
+use tabby_api::v1alpha1::nodenetworkstatus::PeerType;
 
 fn addrs(plan: &tabby_agent::peering::Plan) -> Vec<String> {
     plan.peers.keys().map(|a| a.to_string()).collect()
@@ -252,6 +253,13 @@ fn node_specific_peers_by_name_and_by_selector() {
     assert_eq!(addrs(&w.plan("c")), ["192.0.2.3"]);
     let c = w.plan("c");
     assert_eq!(c.peers[&ip("192.0.2.3")].kind, PeerKind::Node);
+    assert_eq!(
+        PeerType::from(c.peers[&ip("192.0.2.3")].kind),
+        PeerType::NodePeer,
+        "NodeNetworkStatus type"
+    );
+    assert_eq!(PeerType::from(PeerKind::Mesh), PeerType::NodeMesh);
+    assert_eq!(PeerType::from(PeerKind::Global), PeerType::GlobalPeer);
     let a = w.plan("a");
     let v6 = &a.peers[&ip("2001:db8::1")].session;
     assert_eq!(

@@ -61,6 +61,18 @@ pub enum PeerKind {
     Node,
 }
 
+impl From<PeerKind> for tabby_api::v1alpha1::nodenetworkstatus::PeerType {
+    /// The session's type as NodeNetworkStatus shows it.
+    fn from(k: PeerKind) -> Self {
+        use tabby_api::v1alpha1::nodenetworkstatus::PeerType;
+        match k {
+            PeerKind::Mesh => PeerType::NodeMesh,
+            PeerKind::Global => PeerType::GlobalPeer,
+            PeerKind::Node => PeerType::NodePeer,
+        }
+    }
+}
+
 impl fmt::Display for PeerKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
