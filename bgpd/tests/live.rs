@@ -548,3 +548,107 @@ fn a_config_the_speaker_cannot_start_exits_non_zero_with_the_reason() {
     let err = d.log();
     assert!(err.contains("192.0.2.77"), "{err}");
 }
+
+/// SIGUSR1 closes without NOTIFICATION: a graceful-restart peer keeps our routes as stale
+/// (RFC 4724 §4.2); started again with `--graceful-restart`, we come back and the routes are
+/// fresh again after our End-of-RIB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_restart_keeps_routes_at_the_peer() {
+    const GA: &str = "127.0.11.1";
+    const GB: &str = "127.0.11.2";
+    if TcpListener::bind((GB, 0)).is_err() {
+        eprintln!("skipping: cannot bind {GB} (127.0.0.0/8 is not all on loopback here)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(GA), free_port(GB));
+    let (ha, hb) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    let gr = "\n[graceful_restart]\nrestart_time = 60\nstale_routes_time = 60\n";
+    let a_cfg = dir.path().join("a.toml");
+    let b_cfg = dir.path().join("b.toml");
+    std::fs::write(
+        &a_cfg,
+        format!(
+            "{}{gr}",
+            config(GA, 65001, pa, GB, 65002, pb, "10.1.0.0/24", "")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &b_cfg,
+        format!(
+            "{}{gr}",
+            config(
+                GB,
+                65002,
+                pb,
+                GA,
+                65001,
+                pa,
+                "10.2.0.0/24",
+                "passive = true"
+            )
+        ),
+    )
+    .unwrap();
+    let a = Bgpd::spawn(&a_cfg, ha, dir.path().join("a.log"));
+    let mut b = Bgpd::spawn(&b_cfg, hb, dir.path().join("b.log"));
+
+    let fresh = |stale: bool| {
+        let port = a.http;
+        async move {
+            let (code, body) = http_get(port, "/rib/10.2.0.0/24").await?;
+            let v: Value = serde_json::from_str(&body).ok()?;
+            (code == 200 && v["paths"][0]["stale"] == stale).then_some(v)
+        }
+    };
+    eventually("A to learn 10.2.0.0/24", Duration::from_secs(20), || {
+        fresh(false)
+    })
+    .await;
+
+    b.signal(Signal::SIGUSR1);
+    let st = b.wait_exit(Duration::from_secs(10));
+    assert!(st.success(), "B exit status {st}:\n{}", b.log());
+    let kept = eventually(
+        "A to keep B's route as stale",
+        Duration::from_secs(10),
+        || fresh(true),
+    )
+    .await;
+    assert_eq!(kept["paths"][0]["from"], GB);
+    let peer = a.json(&format!("/peers/{GB}")).await;
+    assert!(peer["stale_until"].is_number(), "{peer}");
+    assert!(
+        peer["last_notification_received"].is_null(),
+        "no NOTIFICATION on a graceful restart: {peer}"
+    );
+
+    let log = dir.path().join("b2.log");
+    let err = std::fs::File::create(&log).unwrap();
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&b_cfg)
+        .arg("--http")
+        .arg(format!("127.0.0.1:{hb}"))
+        .arg("--graceful-restart")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let _b2 = Bgpd {
+        child,
+        log,
+        http: hb,
+    };
+    eventually(
+        "B's route fresh again after its End-of-RIB",
+        Duration::from_secs(20),
+        || fresh(false),
+    )
+    .await;
+    let peer = a.json(&format!("/peers/{GB}")).await;
+    assert_eq!(peer["state"], "Established");
+    assert!(peer["stale_until"].is_null(), "{peer}");
+}
