@@ -501,3 +501,65 @@ fn pod_host_route_over_a_veth_inside_the_blackholed_block() {
     })
     .unwrap();
 }
+
+/// Adoption at scale: dumps span many datagrams, and a restarted reconciler given the same
+/// desired state writes nothing.
+#[test]
+fn adoption_of_twenty_thousand_routes_rewrites_nothing() {
+    if skip_unless_root_and(&["ip"]) {
+        return;
+    }
+    let lab = lab();
+    let desired = || {
+        let mut d = tabby_agent::routes::Desired::new();
+        for i in 0..10_000u32 {
+            let v4 = IpNet::V4(
+                ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x0a40_0000 + (i << 6)), 26).unwrap(),
+            );
+            let v6 = IpNet::V6(
+                ipnet::Ipv6Net::new(
+                    std::net::Ipv6Addr::from((0xfd00_0040_u128 << 96) | (u128::from(i) << 64)),
+                    64,
+                )
+                .unwrap(),
+            );
+            let hops4 = if i % 2 == 0 {
+                via(&["10.0.1.2"])
+            } else {
+                via(&["10.0.1.2", "10.0.2.2"])
+            };
+            d.update(v4, hops4).unwrap();
+            d.update(v6, via(&["fd00:1::2", "fd00:2::2"])).unwrap();
+        }
+        d
+    };
+    in_netns(&lab.node, || {
+        let mut first = Reconciler::new(Config::default()).unwrap();
+        first.set_desired(desired());
+        let rep = first.reconcile().unwrap();
+        assert_eq!(rep.added, 20_000, "failed: {:?}", rep.failed.first());
+        drop(first);
+
+        let t = Instant::now();
+        let mut second = Reconciler::new(Config::default()).unwrap();
+        let adopted = t.elapsed();
+        let st = second.status();
+        assert_eq!(
+            (st.routes_v4, st.routes_v6, st.retained),
+            (10_000, 10_000, 20_000)
+        );
+        second.set_desired(desired());
+        let rep = second.reconcile().unwrap();
+        assert_eq!(
+            (rep.added, rep.replaced, rep.deleted),
+            (0, 0, 0),
+            "first difference: {:?}",
+            rep.failed.first()
+        );
+        assert_eq!(second.status().retained, 0);
+        eprintln!("adopted 20,000 routes in {adopted:?}");
+        let mut sock = RouteSocket::new(TABBY_RT_PROTO).unwrap();
+        assert_eq!(sock.count(254, TABBY_RT_PROTO).unwrap(), 20_000);
+    })
+    .unwrap();
+}
