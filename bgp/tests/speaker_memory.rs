@@ -9,15 +9,20 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use tabby_bgp::fsm::State;
+use tabby_bgp::fsm::{Cease, FsmConfig, State};
+use tabby_bgp::negotiate::{GracefulRestartConfig, LocalConfig};
 use tabby_bgp::policy::{
     ActionsConfig, MatchConfig, PolicyConfig, PrefixRangeConfig, RuleConfig, Verdict,
 };
 use tabby_bgp::rib::{NextHop, PathAttrs, Prefix};
+use tabby_bgp::session::{
+    Command, SessionConfig, SessionEvent, SessionEventKind, incoming_channel, spawn,
+};
 use tabby_bgp::speaker::{
     GracefulRestartSettings, MaxPrefixConfig, MemoryNetwork, PeerChange, PeerConfig, PeerStatus,
     RouteUpdate, Speaker, SpeakerConfig, Subscription,
 };
+use tabby_bgp::wire::{Asn, Family};
 use tokio::time::timeout;
 
 const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -632,4 +637,71 @@ async fn ipv4_routes_over_an_ipv6_session_with_extended_next_hop() {
         assert!(tokio::time::Instant::now() < deadline, "{:?}", fib.log);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A bare session at `me` toward `target` over the in-memory network, reporting to `events`.
+fn raw_session(
+    net: &MemoryNetwork,
+    me: Ipv4Addr,
+    asn: u32,
+    target: (Ipv4Addr, u32),
+    events: tokio::sync::mpsc::Sender<SessionEvent>,
+) -> tokio::sync::mpsc::Sender<Command> {
+    let t = net.transport(ip(me));
+    let cfg = peer(target.0, target.1);
+    let (in_tx, in_rx) = incoming_channel();
+    t.register(&cfg, in_tx).unwrap();
+    let mut local = LocalConfig::new(Asn(asn), me, Some(Asn(target.1)));
+    local.graceful_restart = Some(GracefulRestartConfig {
+        restart_time: 120,
+        restarting: false,
+        forwarding_preserved: Default::default(),
+        notification: true,
+    });
+    let fsm = FsmConfig {
+        idle_hold_time: Duration::from_secs(1),
+        ..FsmConfig::default()
+    };
+    spawn(
+        SessionConfig {
+            peer: ip(target.0),
+            local,
+            fsm,
+        },
+        t.connector(&cfg),
+        in_rx,
+        events,
+    )
+    .commands
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_state_bit_only_on_the_first_session_after_our_restart() {
+    let net = MemoryNetwork::new();
+    let s = gr_speaker(&net, A, 65000, true);
+    s.add_peer(peer(B, 65000)).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let raw = raw_session(&net, B, 65000, (A, 65000), tx);
+    let mut r_bits = Vec::new();
+    while r_bits.len() < 2 {
+        let e = timeout(Duration::from_secs(120), rx.recv())
+            .await
+            .expect("session events")
+            .unwrap();
+        if let SessionEventKind::Established(n) = e.kind {
+            let gr = n.graceful_restart.expect("GR negotiated");
+            // RFC 4724 §3: F bit for every family we preserved (and, on a later reconnect,
+            // kept forwarding for), R bit only the first time.
+            assert_eq!(gr.families.get(&Family::IPV4_UNICAST), Some(&true));
+            r_bits.push(gr.restarting);
+            if r_bits.len() == 1 {
+                // Our side of this session drops it (not the speaker's doing).
+                raw.send(Command::Stop(Cease::new(Cease::ADMIN_RESET)))
+                    .await
+                    .unwrap();
+                raw.send(Command::Start).await.unwrap();
+            }
+        }
+    }
+    assert_eq!(r_bits, vec![true, false]);
 }

@@ -32,7 +32,7 @@ use super::subscribe::Subscribers;
 use super::transport::Transport;
 use super::{PolicyApplied, Request, SpeakerError};
 use crate::fsm::{Cease, DownReason, State};
-use crate::negotiate::Negotiated;
+use crate::negotiate::{LocalConfig, Negotiated};
 use crate::policy::{Policy, PolicyConfig};
 use crate::rib::out::{GroupKey, OutBatch, UpdateGroups};
 use crate::rib::rules::ExportTarget;
@@ -151,8 +151,8 @@ pub(super) struct Loop {
     by_generation: FastMap<u64, IpAddr>,
     policies: BTreeMap<String, Arc<Policy>>,
     subscribers: Subscribers,
-    /// Peers whose first session after our restart came up (RFC 4724 §3 R bit only before).
-    restarted: BTreeSet<IpAddr>,
+    /// Peers that had a session up in this process (see [`Loop::local_config`]).
+    up_once: BTreeSet<IpAddr>,
     inbound_tx: mpsc::Sender<Inbound>,
     inbound_rx: mpsc::Receiver<Inbound>,
     next_peer_id: u32,
@@ -183,7 +183,7 @@ impl Loop {
             by_generation: FastMap::default(),
             policies: BTreeMap::new(),
             subscribers: Subscribers::default(),
-            restarted: BTreeSet::new(),
+            up_once: BTreeSet::new(),
             inbound_tx,
             inbound_rx,
             next_peer_id: 1,
@@ -302,24 +302,19 @@ impl Loop {
         }
     }
 
-    /// This process announces the Restart State bit (it restarted with routes in place).
-    fn restarting(&self) -> bool {
-        self.cfg
-            .graceful_restart
-            .as_ref()
-            .is_some_and(|g| g.restarting)
-    }
-
-    /// The speaker config as `peer`'s OPEN sees it: without the Restart State bit once a
-    /// session with that peer came up after our restart.
-    fn speaker_config(&self, peer: IpAddr) -> SpeakerConfig {
-        let mut c = self.cfg.clone();
-        if self.restarted.contains(&peer)
-            && let Some(g) = c.graceful_restart.as_mut()
+    /// What we offer `cfg`'s peer in the OPEN. RFC 4724 §3: the Restart State bit only until
+    /// a session with that peer has come up in this process; after that, a reconnect is not a
+    /// restart of ours and forwarding was kept throughout, so the F bits are set (a helper
+    /// that kept our routes as stale would otherwise flush them at once).
+    fn local_config(&self, cfg: &PeerConfig) -> LocalConfig {
+        let mut l = cfg.local_config(&self.cfg);
+        if self.up_once.contains(&cfg.address)
+            && let Some(g) = l.graceful_restart.as_mut()
         {
             g.restarting = false;
+            g.forwarding_preserved = cfg.families();
         }
-        c
+        l
     }
 
     fn policy(
@@ -371,7 +366,7 @@ impl Loop {
         let session = spawn_counted(
             SessionConfig {
                 peer: cfg.address,
-                local: cfg.local_config(&self.speaker_config(cfg.address)),
+                local: self.local_config(&cfg),
                 fsm: cfg.fsm_config(),
             },
             self.transport.connector(&cfg),
@@ -762,8 +757,13 @@ impl Loop {
         // Changes queued before this peer joins go to the existing members only; the
         // newcomer's dump already reflects them (the ordering rule in `rib::out`).
         self.export();
-        let clear_restart_bit =
-            (self.restarting() && self.restarted.insert(addr)).then(|| self.speaker_config(addr));
+        // The first session with this peer in this process: later OPENs change (R and F bits).
+        let next_open = match self.peers.get(&addr) {
+            Some(p) if self.cfg.graceful_restart.is_some() && self.up_once.insert(addr) => {
+                Some(self.local_config(&p.cfg))
+            }
+            _ => None,
+        };
         let Some(p) = self.peers.get_mut(&addr) else {
             return;
         };
@@ -781,8 +781,8 @@ impl Loop {
         let gr = n.graceful_restart.clone();
         // RFC 4724 §3: the Restart State bit is for the first session after our restart; a
         // later reconnect of this process is not a restart.
-        if let Some(after) = &clear_restart_bit {
-            p.send(Command::SetLocalConfig(Box::new(p.cfg.local_config(after))));
+        if let Some(l) = next_open {
+            p.send(Command::SetLocalConfig(Box::new(l)));
         }
         p.negotiated = Some(n);
         info!(peer = %addr, "session established");
@@ -833,7 +833,9 @@ impl Loop {
             }
         }
         let id = p.id;
-        let key = self.group_key(&self.peers[&addr]);
+        let Some(key) = self.peers.get(&addr).map(|p| self.group_key(p)) else {
+            return;
+        };
         let policy = key
             .export_policy
             .as_ref()
