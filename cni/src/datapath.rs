@@ -15,6 +15,8 @@
 //! ADD is atomic: once the veth exists, any failure deletes it, which takes the pod side, its
 //! addresses and routes and the host routes with it. DEL deletes the host side only when its
 //! alias is the container ID, so a late DEL of an old sandbox never removes a new one's veth.
+//! Concurrent DELs are deleted in bulk: tagged with an interface group from
+//! [`DELETE_GROUP_BASE`] and removed in one `RTM_DELLINK`, one RCU grace period for the lot.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -393,6 +395,8 @@ pub struct Datapath {
     /// The kernel runs one dump at a time per netlink socket (a second one gets EBUSY), and
     /// concurrent requests share `handle`: dumps on it take turns.
     dump_lock: tokio::sync::Mutex<()>,
+    /// DELs go through one task that deletes whatever is queued in one kernel call.
+    deleter: tokio::sync::mpsc::UnboundedSender<DelJob>,
 }
 
 impl Datapath {
@@ -410,11 +414,13 @@ impl Datapath {
             })?),
         };
         let handle = connect_in(host_ns.as_ref()).await?;
+        let handle_clone = handle.clone();
         let mut dp = Datapath {
             handle,
             host_ns,
             mtu: DEFAULT_MTU,
             dump_lock: tokio::sync::Mutex::new(()),
+            deleter: spawn_deleter(handle_clone),
         };
         dp.ensure_forwarding(true).await?;
         dp.mtu = match mtu {
@@ -832,8 +838,24 @@ impl Datapath {
             }
             _ => {}
         }
-        self.delete_link(link.header.index, host_ifname).await?;
-        Ok(DelOutcome::Deleted)
+        let (reply, done) = tokio::sync::oneshot::channel();
+        let job = DelJob {
+            index: link.header.index,
+            name: host_ifname.to_string(),
+            reply,
+        };
+        if self.deleter.send(job).is_err() {
+            // The deleter only ends with the datapath; delete directly all the same.
+            self.delete_link(link.header.index, host_ifname).await?;
+            return Ok(DelOutcome::Deleted);
+        }
+        match done.await {
+            Ok(Ok(())) => Ok(DelOutcome::Deleted),
+            Ok(Err(msg)) => Err(DatapathError::Io(msg)),
+            Err(_) => Err(DatapathError::Io(format!(
+                "the deletion of {host_ifname} was dropped unanswered"
+            ))),
+        }
     }
 
     /// CHECK: compares the kernel's state with `spec` and lists every difference.
@@ -1038,6 +1060,110 @@ impl Datapath {
             }
         }
         Ok(removed)
+    }
+}
+
+/// One pending deletion: the interface and who waits for it.
+#[derive(Debug)]
+struct DelJob {
+    index: u32,
+    name: String,
+    reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// Interface groups Tabby uses to delete veths in bulk (`0x7462_0000 + n`, "tb"). The kernel
+/// deletes a whole group under one RCU grace period; deleting veths one by one costs ~20 ms each
+/// under the RTNL lock, which serialises concurrent DELs.
+pub const DELETE_GROUP_BASE: u32 = 0x7462_0000;
+const MAX_DELETE_BATCH: usize = 256;
+
+fn spawn_deleter(handle: Handle) -> tokio::sync::mpsc::UnboundedSender<DelJob> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DelJob>();
+    tokio::spawn(async move {
+        let mut batch_no: u32 = 0;
+        while let Some(first) = rx.recv().await {
+            // Everything queued while the previous batch ran goes in this one.
+            let mut batch = vec![first];
+            while batch.len() < MAX_DELETE_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            batch_no = batch_no.wrapping_add(1);
+            delete_batch(&handle, batch, DELETE_GROUP_BASE | (batch_no & 0xffff)).await;
+        }
+    });
+    tx
+}
+
+async fn delete_one(handle: &Handle, index: u32, name: &str) -> Result<(), String> {
+    match handle.link().del(index).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let err = nl(format!("deleting {name}"))(e);
+            if err.errno() == Some(libc_enodev()) {
+                Ok(())
+            } else {
+                Err(err.to_string())
+            }
+        }
+    }
+}
+
+async fn delete_batch(handle: &Handle, batch: Vec<DelJob>, group: u32) {
+    if batch.len() == 1 {
+        for j in batch {
+            let r = delete_one(handle, j.index, &j.name).await;
+            let _ = j.reply.send(r);
+        }
+        return;
+    }
+    // Tag each interface with the batch's group; one that vanished meanwhile is done, one
+    // that cannot be tagged is reported and left out of the group.
+    let mut tagged = Vec::new();
+    for j in batch {
+        let set = handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(j.index)
+                    .link_group(group)
+                    .build(),
+            )
+            .execute()
+            .await;
+        match set {
+            Ok(()) => tagged.push(j),
+            Err(e) => {
+                let err = nl(format!("tagging {} for deletion", j.name))(e);
+                let r = if err.errno() == Some(libc_enodev()) {
+                    Ok(())
+                } else {
+                    Err(err.to_string())
+                };
+                let _ = j.reply.send(r);
+            }
+        }
+    }
+    if tagged.is_empty() {
+        return;
+    }
+    // RTM_DELLINK with no index and IFLA_GROUP deletes the group (rtnl_group_dellink).
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::Group(group));
+    match handle.link().del_with_message(msg).execute().await {
+        Ok(()) => {
+            for j in tagged {
+                let _ = j.reply.send(Ok(()));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, group, "bulk delete failed; deleting one by one");
+            for j in tagged {
+                let r = delete_one(handle, j.index, &j.name).await;
+                let _ = j.reply.send(r);
+            }
+        }
     }
 }
 

@@ -454,6 +454,8 @@ fn many_concurrent_adds_get_unique_working_addresses() {
     let agent = Agent::start(&node, true, 200);
     let pods: Vec<Netns> = (0..N).map(|_| Netns::new().unwrap()).collect();
     let conf = config("1.0.0", json!({}));
+    let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let fds_before = open_fds();
     let results: Vec<common::ShimRun> = std::thread::scope(|s| {
         let hs: Vec<_> = pods
             .iter()
@@ -497,7 +499,12 @@ fn many_concurrent_adds_get_unique_working_addresses() {
             p.exec(&["ping", "-c", "1", "-W", "2", to]).unwrap();
         }
     }
-    // And concurrent DELs clean everything.
+    // And concurrent DELs (deleted in bulk by interface group) clean everything of ours and
+    // nothing else.
+    node.ip(&[
+        "link", "add", "keep0", "type", "veth", "peer", "name", "keep1",
+    ])
+    .unwrap();
     std::thread::scope(|s| {
         for (i, p) in pods.iter().enumerate() {
             let (agent, conf) = (&agent, &conf);
@@ -509,6 +516,13 @@ fn many_concurrent_adds_get_unique_working_addresses() {
     });
     assert!(tabby_routes(&node).is_empty());
     assert!(!links(&node).iter().any(|l| l.starts_with("tab")));
+    assert!(links(&node).contains(&"keep0".to_string()));
+    // Per-pod netlink sockets and netns handles are closed once each request is done.
+    let settled = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        open_fds() <= fds_before + 2
+    });
+    assert!(settled, "fds: {} before, {} after", fds_before, open_fds());
 }
 
 #[test]
