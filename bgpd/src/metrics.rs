@@ -323,3 +323,91 @@ pub fn encode(m: &Metrics, uptime: Duration, daemon: &DaemonCounters) -> String 
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use tabby_bgp::fsm::State;
+    use tabby_bgp::speaker::PeerMetrics;
+
+    use super::*;
+
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn snapshot_series_table() {
+        let peer: IpAddr = "192.0.2.2".parse().unwrap();
+        let m = Metrics {
+            sessions_by_state: State::ALL
+                .iter()
+                .map(|s| (*s, u32::from(*s == State::Established)))
+                .collect(),
+            peers: vec![PeerMetrics {
+                address: peer,
+                state: State::Established,
+                prefixes_received: 12,
+                prefixes_accepted: 10,
+                prefixes_advertised: 3,
+                messages_sent: MessageCounts {
+                    open: 1,
+                    update: 4,
+                    notification: 1,
+                    keepalive: 9,
+                    route_refresh: 0,
+                },
+                messages_received: MessageCounts::default(),
+                notifications_sent: vec![((6, 1), 1)],
+                notifications_received: vec![((4, 0), 2)],
+            }],
+            ipv4_prefixes: 10,
+            ipv6_prefixes: 0,
+            attr_sets: 2,
+            update_groups: 1,
+            update_batches: 5,
+            updates_processed: 8,
+            update_processing: Duration::from_millis(500),
+            update_processing_max: Duration::from_millis(250),
+        };
+        let counters = DaemonCounters::default();
+        counters.reload(ReloadResult::Applied);
+        counters.reload(ReloadResult::Rejected);
+        counters.reload(ReloadResult::Rejected);
+        let text = encode(&m, Duration::from_secs(7), &counters);
+        let got = lines(&text);
+        let p = "peer=\"192.0.2.2\"";
+        for want in [
+            "tabby_bgp_sessions{state=\"Established\"} 1".to_string(),
+            "tabby_bgp_sessions{state=\"Idle\"} 0".to_string(),
+            format!("tabby_bgp_peer_up{{{p}}} 1"),
+            format!("tabby_bgp_peer_prefixes_received_total{{{p}}} 12"),
+            format!("tabby_bgp_peer_prefixes_accepted{{{p}}} 10"),
+            format!("tabby_bgp_peer_prefixes_advertised{{{p}}} 3"),
+            format!("tabby_bgp_messages_sent_total{{{p},type=\"update\"}} 4"),
+            format!("tabby_bgp_messages_received_total{{{p},type=\"keepalive\"}} 0"),
+            format!(
+                "tabby_bgp_notifications_sent_total{{{p},code=\"6\",subcode=\"1\",name=\"Cease / Maximum Number of Prefixes Reached\"}} 1"
+            ),
+            format!(
+                "tabby_bgp_notifications_received_total{{{p},code=\"4\",subcode=\"0\",name=\"Hold Timer Expired / Unspecific\"}} 2"
+            ),
+            "tabby_bgp_rib_prefixes{family=\"ipv4-unicast\"} 10".to_string(),
+            "tabby_bgp_rib_attribute_sets 2".to_string(),
+            "tabby_bgp_update_groups 1".to_string(),
+            "tabby_bgp_update_processing_seconds_sum 0.5".to_string(),
+            "tabby_bgp_update_processing_seconds_count 8".to_string(),
+            "tabby_bgp_update_processing_seconds_bucket{le=\"+Inf\"} 8".to_string(),
+            "tabby_bgp_update_batches_total 5".to_string(),
+            "tabby_bgp_update_batch_max_seconds 0.25".to_string(),
+            "tabby_bgpd_uptime_seconds 7.0".to_string(),
+            "tabby_bgpd_config_reloads_total{result=\"applied\"} 1".to_string(),
+            "tabby_bgpd_config_reloads_total{result=\"rejected\"} 2".to_string(),
+            "tabby_bgpd_config_reloads_total{result=\"partial\"} 0".to_string(),
+        ] {
+            assert!(got.contains(&want.as_str()), "missing {want:?} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

@@ -254,3 +254,28 @@ fn initial_ops_build_the_config_from_nothing() {
     assert_eq!(empty, c);
     assert!(matches!(ops[0], Op::SetPolicy(_)));
 }
+
+#[test]
+fn a_changed_password_file_updates_only_its_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "one\n").unwrap();
+    let text = BASE.replacen(
+        "remote_asn = 65001\n",
+        "remote_asn = 65001\npassword_file = \"pw\"\n",
+        1,
+    );
+    let path = dir.path().join("bgpd.toml");
+    std::fs::write(&path, &text).unwrap();
+    let old = Config::load(&path).unwrap();
+    assert_eq!(diff(&old, &Config::load(&path).unwrap()).unwrap(), vec![]);
+    // Same file, new key: the reload must notice (RFC 2385 keys change on both ends).
+    std::fs::write(&pw, "two\n").unwrap();
+    let new = Config::load(&path).unwrap();
+    let ops: Vec<String> = diff(&old, &new)
+        .unwrap()
+        .iter()
+        .map(|o| o.to_string())
+        .collect();
+    assert_eq!(ops, ["update peer 127.0.0.3"]);
+}
