@@ -129,9 +129,9 @@ pub struct BGPSessionStatus {
 pub enum PeerType {
     /// Node-to-node full mesh.
     NodeMesh,
-    /// A BGPPeer with a nodeSelector.
+    /// A BGPPeer for every node (an empty nodeSelector).
     GlobalPeer,
-    /// A BGPPeer naming this node.
+    /// A BGPPeer naming this node, or whose non-empty nodeSelector selects it.
     NodePeer,
 }
 
