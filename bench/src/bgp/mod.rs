@@ -450,6 +450,16 @@ fn measure(
             record.elapsed_s = Some(t.saturating_duration_since(first).as_secs_f64());
         }
     }
+    // Converged must also mean stable: still complete at teardown, 1 s later.
+    if record.converged && !m.tally.is_complete() {
+        record.converged = false;
+        record.elapsed_s = None;
+        record.error = Some(format!(
+            "the monitor held every prefix with its final path, then lost some: {} of {} at the end",
+            record.received_final,
+            w.distinct()
+        ));
+    }
     if record.error.is_none() && !record.converged {
         let mut why = format!(
             "did not converge within {:.0} s: monitor holds {} of {} prefixes with the final path \

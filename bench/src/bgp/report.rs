@@ -195,7 +195,7 @@ impl Report {
             t += &format!(
                 "| {} | {load} | {conv} | {} | {} | {all} | {} | {} |\n",
                 r.name,
-                fmt_spread(s.elapsed_s, 2),
+                fmt_spread(s.elapsed_s, 3),
                 fmt_spread(s.peak_rss_mib, 0),
                 fmt_spread(s.injector_send_s, 3),
                 fmt_spread(s.monitor_decode_s, 3),
@@ -306,7 +306,7 @@ mod tests {
         let t = r.table();
         assert!(
             t.contains(
-                "| BIRD | 3×100 → 300 | 1/2 (best 42/300) | 0.50 / 0.50 / 0.50 | 95 / 95 / 95 |"
+                "| BIRD | 3×100 → 300 | 1/2 (best 42/300) | 0.500 / 0.500 / 0.500 | 95 / 95 / 95 |"
             ),
             "{t}"
         );
