@@ -296,6 +296,43 @@ fn two_pods_talk_through_the_host_v4_and_v6() {
 }
 
 #[test]
+fn ipv6_only_pods() {
+    if skip() {
+        return;
+    }
+    let node = Netns::new().unwrap();
+    node.add_addr("lo", "2001:db8::10/128").unwrap();
+    let (a, b) = (Netns::new().unwrap(), Netns::new().unwrap());
+    let agent = Agent::start_families(&node, false, true, 10);
+    let conf = config("1.1.0", json!({}));
+    let ra = add(&agent, &a, "ca", "a6", &conf);
+    let rb = add(&agent, &b, "cb", "b6", &conf);
+    assert_eq!((ra.code, rb.code), (0, 0), "{} {}", ra.raw, rb.raw);
+    let out = ra.stdout.unwrap();
+    assert_eq!(
+        out["ips"],
+        json!([{"address": "fd77::1/128", "interface": 1}])
+    );
+    assert_eq!(
+        out["routes"].as_array().unwrap().len(),
+        1,
+        "no IPv4 default route"
+    );
+    assert_eq!(out["routes"][0]["dst"], "::/0");
+    assert!(
+        ip_json(&a, &["-4", "route", "show"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    a.exec(&["ping", "-c", "1", "-W", "2", "fd77::2"]).unwrap();
+    node.exec(&["ping", "-c", "1", "-W", "2", "fd77::1"])
+        .unwrap();
+    let r = check(&agent, &a, "ca", "a6", &out);
+    assert_eq!((r.code, r.stdout), (0, None), "{}", r.raw);
+}
+
+#[test]
 fn failed_add_leaves_nothing_behind() {
     if skip() {
         return;

@@ -20,36 +20,41 @@ use tabby_netlab::Netns;
 pub const V4_BASE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 0);
 pub const V6_BASE: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0);
 
-/// A toy allocator: ordinals 1..=max in one IPv4 /24 and one IPv6 /120, keyed by container.
+/// A toy allocator: ordinals 1..=max in one IPv4 /24 and/or one IPv6 /120, keyed by container.
 #[derive(Debug, Default)]
 pub struct Allocator {
     pub by_container: HashMap<String, Vec<IpAddr>>,
     pub max: u32,
+    pub v4: bool,
+    pub v6: bool,
 }
 
 impl Allocator {
-    fn addrs(n: u32, dual: bool) -> Vec<IpAddr> {
-        let mut v = vec![IpAddr::V4(Ipv4Addr::from(u32::from(V4_BASE) + n))];
-        if dual {
+    fn addrs(&self, n: u32) -> Vec<IpAddr> {
+        let mut v = Vec::new();
+        if self.v4 {
+            v.push(IpAddr::V4(Ipv4Addr::from(u32::from(V4_BASE) + n)));
+        }
+        if self.v6 {
             v.push(IpAddr::V6(Ipv6Addr::from(u128::from(V6_BASE) + n as u128)));
         }
         v
     }
 
-    fn allocate(&mut self, container: &str, dual: bool) -> Result<Vec<IpAddr>, CniError> {
+    fn allocate(&mut self, container: &str) -> Result<Vec<IpAddr>, CniError> {
         if let Some(a) = self.by_container.get(container) {
             return Ok(a.clone());
         }
         let used: HashSet<IpAddr> = self.by_container.values().flatten().copied().collect();
         let n = (1..=self.max)
-            .find(|n| !used.contains(&Self::addrs(*n, false)[0]))
+            .find(|n| !used.contains(&self.addrs(*n)[0]))
             .ok_or_else(|| {
                 CniError::new(
                     ErrorCode::TRY_AGAIN_LATER,
                     "no free address in the node's blocks; waiting for a new block",
                 )
             })?;
-        let a = Self::addrs(n, dual);
+        let a = self.addrs(n);
         self.by_container.insert(container.to_string(), a.clone());
         Ok(a)
     }
@@ -58,7 +63,6 @@ impl Allocator {
 pub struct TestHandler {
     pub datapath: Datapath,
     pub alloc: Mutex<Allocator>,
-    pub dual_stack: bool,
 }
 
 impl TestHandler {
@@ -76,11 +80,7 @@ impl TestHandler {
 
 impl Handler for TestHandler {
     async fn add(&self, req: &Request) -> Result<CniResult, CniError> {
-        let addrs = self
-            .alloc
-            .lock()
-            .unwrap()
-            .allocate(req.container_id(), self.dual_stack)?;
+        let addrs = self.alloc.lock().unwrap().allocate(req.container_id())?;
         match self.datapath.add(&self.spec(req, addrs)).await {
             Ok(a) => Ok(a.cni_result()),
             Err(e) => {
@@ -173,7 +173,12 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// A dual-stack (`true`) or IPv4-only agent.
     pub fn start(node: &Netns, dual_stack: bool, max: u32) -> Agent {
+        Self::start_families(node, true, dual_stack, max)
+    }
+
+    pub fn start_families(node: &Netns, v4: bool, v6: bool, max: u32) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("run/cni.sock");
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -188,9 +193,10 @@ impl Agent {
             datapath,
             alloc: Mutex::new(Allocator {
                 max,
+                v4,
+                v6,
                 ..Allocator::default()
             }),
-            dual_stack,
         });
         let server = CniServer::bind(&socket).unwrap();
         let stats = server.stats();
