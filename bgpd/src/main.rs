@@ -3,7 +3,9 @@
 //! Signals: SIGHUP reloads the config file (only the difference is applied; a bad file is
 //! refused and the running config kept); SIGTERM and SIGINT stop every session with Cease /
 //! Administrative Shutdown and exit 0; SIGUSR1 stops for a graceful restart (sessions close
-//! without NOTIFICATION so peers keep our routes, RFC 4724 §4.1) and exits 0.
+//! without NOTIFICATION so peers keep our routes, RFC 4724 §4.1) and exits 0. With
+//! `--state-file`, a start that finds the file left by a run that died (or stopped with
+//! SIGUSR1) announces the graceful restart without `--graceful-restart`.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -46,6 +48,11 @@ struct Args {
     /// our End-of-RIB.
     #[arg(long)]
     graceful_restart: bool,
+    /// A file that exists while the daemon runs and is removed on a clean stop (SIGTERM,
+    /// SIGINT). Found at start-up, it means the previous run died or stopped for a graceful
+    /// restart (SIGUSR1): this start then counts as `--graceful-restart`.
+    #[arg(long, env = "TABBY_BGPD_STATE_FILE")]
+    state_file: Option<PathBuf>,
 }
 
 fn init_logs(format: LogFormat) {
@@ -111,11 +118,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
 
+    let left_over = match &args.state_file {
+        Some(f) => f
+            .try_exists()
+            .with_context(|| format!("state file {}", f.display()))?,
+        None => false,
+    };
+    if left_over {
+        info!(
+            "state file found: the previous run did not stop cleanly; announcing a graceful restart"
+        );
+    }
+    let restarting = args.graceful_restart || left_over;
     let daemon = Arc::new(
-        Daemon::start(&args.config, cfg, args.graceful_restart)
+        Daemon::start(&args.config, cfg, restarting)
             .await
             .context("starting")?,
     );
+    if let Some(f) = &args.state_file {
+        std::fs::write(f, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing the state file {}", f.display()))?;
+    }
     if let Some(addr) = args.http {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -144,6 +167,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .shutdown(for_restart)
         .await
         .context("stopping the speaker")?;
+    // A clean stop: the next start is not a restart. After SIGUSR1 the file stays, so the
+    // next start announces the graceful restart by itself.
+    if let (Some(f), false) = (&args.state_file, for_restart)
+        && let Err(e) = std::fs::remove_file(f)
+    {
+        error!("removing the state file {}: {e}", f.display());
+    }
     info!("tabby-bgpd stopped");
     Ok(())
 }

@@ -652,3 +652,71 @@ async fn graceful_restart_keeps_routes_at_the_peer() {
     assert_eq!(peer["state"], "Established");
     assert!(peer["stale_until"].is_null(), "{peer}");
 }
+
+/// `--state-file`: a run killed with SIGKILL leaves the file, and the next start announces a
+/// graceful restart by itself; a SIGTERM removes it, and the next start is a plain start.
+#[test]
+fn state_file_detects_an_unclean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("s.toml");
+    let port = free_port("127.0.12.1");
+    let text = config(
+        "127.0.12.1",
+        65001,
+        port,
+        "127.0.12.2",
+        65002,
+        1,
+        "10.1.0.0/24",
+        "",
+    ) + "\n[graceful_restart]\n";
+    std::fs::write(&cfg, text).unwrap();
+    let state = dir.path().join("bgpd.state");
+    let start = |n: u32| {
+        let log = dir.path().join(format!("s{n}.log"));
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--state-file")
+            .arg(&state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Bgpd {
+            child,
+            log,
+            http: 0,
+        }
+    };
+    let started = |d: &Bgpd| {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = d.log();
+            if log.contains("tabby-bgpd started") && state.exists() {
+                return log;
+            }
+            assert!(Instant::now() < end, "no start within 10 s:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let mut d = start(1);
+    assert!(started(&d).contains("restarting=false"));
+    d.signal(Signal::SIGKILL);
+    d.wait_exit(Duration::from_secs(10));
+    assert!(state.exists(), "SIGKILL leaves the state file");
+
+    let mut d = start(2);
+    let log = started(&d);
+    assert!(log.contains("restarting=true"), "{log}");
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(10)).success());
+    assert!(!state.exists(), "a clean stop removes the state file");
+
+    let mut d = start(3);
+    assert!(started(&d).contains("restarting=false"));
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(10)).success());
+}
