@@ -300,6 +300,10 @@ fn adoption_after_restart_keeps_everything_and_rewrites_nothing() {
             1,
             "10.50.0.0/26 waits for the sweep"
         );
+        // Deleted by someone while retained: put back as it was (GR keeps forwarding on it).
+        node.ip(&["route", "del", "10.50.0.0/26"]).unwrap();
+        let rep = second.resync().unwrap();
+        assert_eq!((rep.added, rep.replaced, rep.deleted), (1, 0, 0), "{rep:?}");
         // End-of-RIB: the stale route goes, nothing else.
         let rep = second.sweep().unwrap();
         assert_eq!((rep.added, rep.replaced, rep.deleted), (0, 0, 1), "{rep:?}");

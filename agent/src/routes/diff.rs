@@ -13,10 +13,11 @@
 //! - A new route is an add with `NLM_F_EXCL`, so a foreign route that appeared since our last
 //!   look makes the add fail instead of being merged into (IPv6 appends next hops otherwise).
 //! - A route of ours that nothing desires is deleted, unless it is retained: adopted at start
-//!   and not yet confirmed or swept (graceful restart keeps forwarding on it).
+//!   and not yet confirmed or swept (graceful restart keeps forwarding on it). A retained route
+//!   that disappears from the kernel is put back as it was, like a desired one.
 //! - Adds and replaces come before deletes, so traffic moves to the new route first.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use ipnet::IpNet;
 
@@ -67,11 +68,12 @@ pub struct Placement {
 }
 
 /// Computes the operations that turn `actual` into `desired` within `scope`. Routes of ours
-/// listed in `retained` are kept even when nothing desires them.
+/// listed in `retained` (with the target they were adopted with) are kept, or restored, even
+/// when nothing desires them.
 pub fn plan(
     desired: &Desired,
     actual: &Actual,
-    retained: &HashSet<RouteKey>,
+    retained: &HashMap<RouteKey, Target>,
     at: Placement,
     scope: Scope<'_>,
 ) -> Plan {
@@ -103,14 +105,23 @@ pub fn plan(
                 }
             }
             (None, Some(have)) => {
-                if !retained.contains(&key) {
+                if !retained.contains_key(&key) {
                     deletes.push(Op::Delete {
                         key,
                         target: have.clone(),
                     });
                 }
             }
-            (None, None) => {}
+            (None, None) => {
+                if let Some(kept) = retained.get(&key)
+                    && !occupied
+                {
+                    plan.ops.push(Op::Add {
+                        key,
+                        target: kept.clone(),
+                    });
+                }
+            }
         }
     };
     match scope {
@@ -137,13 +148,22 @@ pub fn plan(
             for key in actual.own.keys() {
                 let elsewhere = (key.table, key.metric) != (at.table, at.metric);
                 if elsewhere {
-                    if !retained.contains(key) {
+                    if !retained.contains_key(key) {
                         moved.push(Op::Delete {
                             key: *key,
                             target: actual.own[key].clone(),
                         });
                     }
                 } else if desired.target(&key.prefix).is_none() {
+                    consider(*key, None, &mut plan);
+                }
+            }
+            // Retained routes someone removed: back as they were.
+            for key in retained.keys() {
+                let elsewhere = (key.table, key.metric) != (at.table, at.metric);
+                if !actual.own.contains_key(key)
+                    && (elsewhere || desired.target(&key.prefix).is_none())
+                {
                     consider(*key, None, &mut plan);
                 }
             }
@@ -202,7 +222,7 @@ mod tests {
         d
     }
     fn full(desired: &Desired, actual: &Actual) -> Plan {
-        plan(desired, actual, &HashSet::new(), AT, Scope::All)
+        plan(desired, actual, &HashMap::new(), AT, Scope::All)
     }
 
     /// One row: desired, kernel routes, expected ops, expected conflicts.
@@ -448,7 +468,7 @@ mod tests {
         );
         // Restart: BGP has re-learned only `a` (with a new next hop).
         let desired = learned(&[("10.1.0.0/26", &["10.0.0.2"])]);
-        let retained: HashSet<RouteKey> = [a, b].into();
+        let retained = actual.own.clone();
         let p = plan(&desired, &actual, &retained, AT, Scope::All);
         assert_eq!(
             p.ops,
@@ -471,6 +491,51 @@ mod tests {
     }
 
     #[test]
+    fn retained_route_deleted_by_someone_is_put_back_until_swept() {
+        let a = key("10.1.0.0/26");
+        let elsewhere = RouteKey::new(net("10.2.0.0/26"), 100, 32);
+        let retained: HashMap<RouteKey, Target> =
+            [(a, via(&["10.0.0.1"])), (elsewhere, Target::Blackhole)].into();
+        // Both gone from the kernel, nothing desired yet (BGP still restarting).
+        let actual = Actual::default();
+        let p = plan(&Desired::new(), &actual, &retained, AT, Scope::All);
+        assert_eq!(
+            p.ops,
+            vec![
+                Op::Add {
+                    key: a,
+                    target: via(&["10.0.0.1"])
+                },
+                Op::Add {
+                    key: elsewhere,
+                    target: Target::Blackhole
+                },
+            ]
+        );
+        // Incrementally too (a deletion notification marks the prefix dirty).
+        let scope: HashSet<IpNet> = [net("10.1.0.0/26")].into();
+        let p = plan(
+            &Desired::new(),
+            &actual,
+            &retained,
+            AT,
+            Scope::Prefixes(&scope),
+        );
+        assert_eq!(p.ops.len(), 1);
+        // A foreign route took the key meanwhile: leave it.
+        let mut taken = Actual::default();
+        taken.foreign.insert(a);
+        let p = plan(
+            &Desired::new(),
+            &taken,
+            &retained,
+            AT,
+            Scope::Prefixes(&scope),
+        );
+        assert!(p.ops.is_empty() && p.conflicts.is_empty(), "{p:?}");
+    }
+
+    #[test]
     fn scoped_plan_looks_only_at_given_prefixes() {
         let actual = Actual::from_routes(
             [
@@ -484,7 +549,7 @@ mod tests {
         let p = plan(
             &desired,
             &actual,
-            &HashSet::new(),
+            &HashMap::new(),
             AT,
             Scope::Prefixes(&scope),
         );

@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot};
 
 use super::diff::{Op, Placement, Scope, plan};
-use super::model::{Actual, Desired, ModelError, NextHop, RouteKey};
+use super::model::{Actual, Desired, ModelError, NextHop, RouteKey, Target};
 use super::netlink::{NetlinkError, Outcome, RouteEvent, RouteMonitor, RouteSocket};
 use super::{DEFAULT_METRIC, DEFAULT_TABLE, TABBY_RT_PROTO};
 
@@ -102,7 +102,7 @@ pub struct Reconciler {
     sock: RouteSocket,
     desired: Desired,
     actual: Actual,
-    retained: HashSet<RouteKey>,
+    retained: HashMap<RouteKey, Target>,
     dirty: HashSet<IpNet>,
     full: bool,
     retry: HashSet<IpNet>,
@@ -118,7 +118,7 @@ impl Reconciler {
     pub fn new(cfg: Config) -> Result<Reconciler, NetlinkError> {
         let mut sock = RouteSocket::new(cfg.protocol)?;
         let actual = Actual::from_routes(sock.dump(cfg.table)?, cfg.protocol);
-        let retained = actual.own.keys().copied().collect();
+        let retained = actual.own.clone();
         let r = Reconciler {
             cfg,
             sock,
