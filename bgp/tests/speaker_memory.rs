@@ -193,6 +193,13 @@ async fn two_speakers_exchange_routes_and_withdrawals() {
     let st = status(&a, B).await;
     assert!(st.messages_sent.update >= 2, "{st:?}");
     assert!(st.messages_received.keepalive >= 1, "{st:?}");
+    assert_eq!(st.prefixes_advertised, 0);
+    let m = b.metrics().await.unwrap();
+    assert!(m.sessions_by_state.contains(&(State::Established, 1)));
+    assert_eq!(m.sessions_by_state.len(), 6);
+    assert!(m.updates_processed >= 2, "{m:?}");
+    assert_eq!(m.peers[0].prefixes_received, 1);
+    assert_eq!(m.peers[0].prefixes_accepted, 0);
     a.shutdown().await.unwrap();
     // B hears Cease / Administrative Shutdown, in words.
     let st = eventually(Duration::from_secs(30), "session down at B", || async {

@@ -292,11 +292,6 @@ impl Rib {
         Ok(())
     }
 
-    /// Whether the peer currently has an import policy other than the default.
-    pub fn has_import_policy(&self, peer: PeerId) -> bool {
-        self.import.get(&peer).is_some_and(|i| i.policy.is_some())
-    }
-
     pub fn set_max_prefix(&mut self, peer: PeerId, max: Option<u32>) -> Result<(), RibError> {
         let imp = self
             .import
