@@ -373,7 +373,8 @@ impl Reconciler {
                     let prefix = r.key.prefix;
                     if mine
                         && self.actual.own.contains_key(&r.key)
-                        && self.desired.target(&prefix).is_some()
+                        && (self.desired.target(&prefix).is_some()
+                            || self.retained.contains_key(&r.key))
                     {
                         self.metrics.restored.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(route = %r.key, "our route was deleted by someone else; restoring it");
