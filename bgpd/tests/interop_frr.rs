@@ -314,6 +314,9 @@ fn md5_wrong_password_status_says_why() {
     assert!(log.contains("md5"), "the log should say so too");
 }
 
+/// Graceful restart on our side, short timers.
+const GR: &str = "[graceful_restart]\nrestart_time = 20\nstale_routes_time = 30\n\n";
+
 #[test]
 fn route_refresh_from_frr_makes_us_re_advertise() {
     if skip(FRR_PROGRAMS) {
@@ -322,8 +325,12 @@ fn route_refresh_from_frr_makes_us_re_advertise() {
     let link = Link::new();
     let frr_conf = format!(
         "{}{} address-family ipv4 unicast\n  neighbor {US4} activate\n  \
-         no neighbor {US4} soft-reconfiguration inbound\n exit-address-family\n",
-        frr_head(65001, ""),
+         no neighbor {US4} soft-reconfiguration inbound\n  network 192.0.2.0/24\n \
+         exit-address-family\n",
+        frr_head(65001, "").replace(
+            "hostname frr\n",
+            "hostname frr\ndebug bgp updates\ndebug bgp neighbor-events\n"
+        ),
         frr_neighbor(US4, 65002, &[]),
     );
     let frr = Frr::start(&link.them, &frr_conf).expect("FRR");
@@ -333,7 +340,7 @@ fn route_refresh_from_frr_makes_us_re_advertise() {
             US4,
             65002,
             &format!(
-                "{}{}",
+                "{GR}{}{}",
                 peer(THEM4, 65001, ""),
                 originate("10.244.1.0/24", 65002)
             ),
@@ -367,6 +374,67 @@ fn route_refresh_from_frr_makes_us_re_advertise() {
     );
     assert_eq!(after["established_count"], 1, "no reset: {after}");
     frr_wait_route(&frr, "ipv4", "10.244.1.0/24");
+
+    // The other way: a new import policy on our side is applied by asking FRR for a
+    // ROUTE-REFRESH (we keep no pre-policy copy of what FRR sent). FRR 8.4 ignores a
+    // ROUTE-REFRESH until it has sent its End-of-RIB ("rcvd route-refresh (REQUEST) … before
+    // EoR" in its log), and it sends End-of-RIB only to peers that offered graceful restart:
+    // hence `[graceful_restart]` in this test.
+    let sent_rr = after["messages_sent"]["route_refresh"]
+        .as_u64()
+        .unwrap_or(0);
+    let with_policy = |import: &str| {
+        config(
+            US4,
+            65002,
+            &format!(
+                "{GR}{}{}[[policies]]\nname = \"none\"\ndefault = \"reject\"\n\n",
+                peer(THEM4, 65001, "").replace(
+                    "import_policy = \"all\"",
+                    &format!("import_policy = \"{import}\"")
+                ),
+                originate("10.244.1.0/24", 65002)
+            ),
+        )
+    };
+    tabby.wait_route("192.0.2.0/24", T);
+    tabby.reload(&with_policy("none"));
+    wait_or(
+        "FRR's route gone under the new import policy",
+        Duration::from_secs(10),
+        || {
+            let (code, _) = tabby.get("/rib/192.0.2.0/24")?;
+            (code == 404).then_some(())
+        },
+        || {
+            format!(
+                "ours: {:?}\nrib: {:?}\nFRR: {}",
+                tabby.peer(THEM4),
+                tabby.json("/rib/192.0.2.0/24"),
+                frr.bgpd_log()
+            )
+        },
+    );
+    tabby.reload(&with_policy("all"));
+    wait_or(
+        "FRR's route back after our ROUTE-REFRESH",
+        T,
+        || tabby.json("/rib/192.0.2.0/24"),
+        || {
+            format!(
+                "ours: {:?}\nFRR: {}",
+                tabby.peer(THEM4),
+                frr.vtysh(&format!("show bgp neighbors {US4} json"))
+                    .unwrap_or_default()
+            )
+        },
+    );
+    let p = tabby.peer(THEM4).unwrap();
+    assert!(
+        p["messages_sent"]["route_refresh"].as_u64().unwrap_or(0) > sent_rr,
+        "{p}"
+    );
+    assert_eq!(p["established_count"], 1, "no reset: {p}");
 }
 
 #[test]
@@ -674,4 +742,114 @@ fn two_octet_peer_as_trans_on_the_wire_and_the_path_rebuilt_on_our_side() {
     // BIRD suite checks the merge on the other side.)
     let p = frr_wait_route(&frr, "ipv4", "10.244.1.0/24");
     assert_eq!(p["aspath"]["string"], "23456", "{p}");
+}
+
+fn gtsm_frr(frr_gtsm: bool) -> String {
+    let extra: &[&str] = if frr_gtsm {
+        &["ttl-security hops 1"]
+    } else {
+        &[]
+    };
+    format!(
+        "{}{} address-family ipv4 unicast\n  neighbor {US4} activate\n  \
+         network 192.0.2.0/24\n exit-address-family\n",
+        frr_head(65001, ""),
+        frr_neighbor(US4, 65002, extra),
+    )
+}
+
+#[test]
+fn gtsm_with_frr_establishes_when_both_sides_use_it() {
+    if skip(FRR_PROGRAMS) {
+        return;
+    }
+    let link = Link::new();
+    let frr = Frr::start(&link.them, &gtsm_frr(true)).expect("FRR");
+    let tabby = Tabby::start(
+        &link.us,
+        &config(US4, 65002, &peer(THEM4, 65001, "ttl_security = 1")),
+    );
+    tabby.wait_established(THEM4, T);
+    frr.wait_established(US4, T).unwrap();
+    tabby.wait_route("192.0.2.0/24", T);
+}
+
+#[test]
+fn gtsm_refuses_a_peer_that_sends_ttl_1() {
+    if skip(FRR_PROGRAMS) {
+        return;
+    }
+    let link = Link::new();
+    // FRR's eBGP packets leave with TTL 1; RFC 5082 wants 255 on our side.
+    let frr = Frr::start(&link.them, &gtsm_frr(false)).expect("FRR");
+    let tabby = Tabby::start(
+        &link.us,
+        &config(US4, 65002, &peer(THEM4, 65001, "ttl_security = 1")),
+    );
+    never(
+        "an Established session with a TTL-1 peer under GTSM",
+        Duration::from_secs(6),
+        || {
+            (tabby.peer_state(THEM4) == "Established"
+                || frr.peer_state(US4).is_ok_and(|s| s == "Established"))
+            .then(|| tabby.peer(THEM4))
+        },
+    );
+    assert_eq!(tabby.peer(THEM4).unwrap()["messages_received"]["open"], 0);
+}
+
+#[test]
+fn max_prefix_with_restart_after_comes_back() {
+    if skip(FRR_PROGRAMS) {
+        return;
+    }
+    let link = Link::new();
+    let frr_conf = format!(
+        "{}{} address-family ipv4 unicast\n  neighbor {US4} activate\n  \
+         network 192.0.1.0/24\n  network 192.0.2.0/24\n exit-address-family\n",
+        frr_head(65001, ""),
+        frr_neighbor(US4, 65002, &[]),
+    );
+    let frr = Frr::start(&link.them, &frr_conf).expect("FRR");
+    let tabby = Tabby::start(
+        &link.us,
+        &config(
+            US4,
+            65002,
+            &peer(
+                THEM4,
+                65001,
+                "max_prefix = { limit = 1, restart_after = 2 }",
+            ),
+        ),
+    );
+    wait_or(
+        "max-prefix to trip",
+        T,
+        || {
+            tabby
+                .peer(THEM4)
+                .filter(|p| p["max_prefix_tripped"] == true)
+        },
+        || tabby.log_tail(20),
+    );
+    // After restart_after we connect again (and, FRR still sending two routes, trip again).
+    let p = wait_or(
+        "a second session after restart_after",
+        T,
+        || {
+            tabby
+                .peer(THEM4)
+                .filter(|p| p["established_count"].as_u64() >= Some(2))
+        },
+        || tabby.log_tail(20),
+    );
+    assert_eq!(p["last_notification_sent"]["subcode"], 1, "{p}");
+    let n = frr
+        .vtysh_json(&format!("show bgp neighbors {US4} json"))
+        .unwrap();
+    assert!(
+        n[US4]["connectionsEstablished"].as_u64() >= Some(2),
+        "FRR saw the second session too: {n}"
+    );
 }
