@@ -48,6 +48,11 @@ use crate::spec::{CniError, CniResult, ErrorCode, Interface, IpConfig, Route};
 /// not the other way round); the agent should `const`-assert that the two are equal.
 pub const ROUTE_PROTOCOL: u8 = 84;
 
+/// Metric of pod host routes: `tabby_agent::routes::DEFAULT_METRIC`, so the agent's route
+/// reconciler sees these routes exactly as it would program them, and an administrator's route
+/// with a lower metric still wins.
+pub const HOST_ROUTE_METRIC: u32 = 50;
+
 /// The MAC of every host-side veth: pods resolve their gateways to it.
 pub const HOST_MAC: [u8; 6] = [0xee; 6];
 /// The pods' IPv4 gateway: a link-local address nobody owns; the host side answers by proxy ARP.
@@ -748,8 +753,9 @@ impl Datapath {
         })
     }
 
-    /// `addr/32` (`/128`) via the host side, scope link, our protocol. Exclusive: an existing
-    /// route to the address (someone else's) is a conflict, never replaced.
+    /// `addr/32` (`/128`) via the host side, scope link, our protocol, metric
+    /// [`HOST_ROUTE_METRIC`]. Exclusive: an existing route to the address with the same metric
+    /// (someone else's) is a conflict, never replaced.
     async fn add_host_route(
         &self,
         addr: IpAddr,
@@ -763,8 +769,8 @@ impl Datapath {
                 let err = nl(format!("adding host route {addr} dev {host_ifname}"))(e);
                 if err.errno() == Some(libc_eexist()) {
                     Err(DatapathError::Conflict(format!(
-                        "a route to {addr} already exists in the host's main table; Tabby \
-                         does not replace routes it did not create"
+                        "a route to {addr} with metric {HOST_ROUTE_METRIC} already exists in \
+                         the host's main table; Tabby does not replace routes it did not create"
                     )))
                 } else {
                     Err(err)
@@ -1192,11 +1198,13 @@ fn host_route(addr: IpAddr, oif: u32) -> RouteMessage {
             .output_interface(oif)
             .scope(RouteScope::Link)
             .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+            .priority(HOST_ROUTE_METRIC)
             .build(),
         IpAddr::V6(a) => RouteMessageBuilder::<Ipv6Addr>::new()
             .destination_prefix(a, 128)
             .output_interface(oif)
             .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+            .priority(HOST_ROUTE_METRIC)
             .build(),
     }
 }

@@ -341,18 +341,10 @@ fn failed_add_leaves_nothing_behind() {
     let pod = Netns::new().unwrap();
     let agent = Agent::start(&node, true, 10);
     let conf = config("1.0.0", json!({}));
-    // Someone else's route to the address the pod will get (the IPv6 one, so the IPv4 host
-    // route is already in place when ADD fails and must be rolled back).
-    node.ip(&[
-        "-6",
-        "route",
-        "add",
-        "blackhole",
-        "fd77::1/128",
-        "proto",
-        "static",
-    ])
-    .unwrap();
+    // Someone else's route to the address the pod will get, on our metric (the IPv6 one, so
+    // the IPv4 host route is already in place when ADD fails and must be rolled back).
+    let foreign = "-6 route add blackhole fd77::1/128 proto static metric 50";
+    node.ip(&foreign.split(' ').collect::<Vec<_>>()).unwrap();
     let r = add(&agent, &pod, "c1", "p", &conf);
     assert_eq!(r.code, 1, "{}", r.raw);
     let out = r.stdout.unwrap();
@@ -393,7 +385,8 @@ fn failed_add_leaves_nothing_behind() {
     pod.ip(&["link", "del", "eth0"]).unwrap();
 
     // Once the conflict is gone the same pod gets the address that was rolled back.
-    node.ip(&["-6", "route", "del", "blackhole", "fd77::1/128"])
+    let foreign_del = "-6 route del blackhole fd77::1/128 metric 50";
+    node.ip(&foreign_del.split(' ').collect::<Vec<_>>())
         .unwrap();
     let r = add(&agent, &pod, "c1", "p", &conf);
     assert_eq!(r.code, 0, "{}", r.raw);
