@@ -720,3 +720,54 @@ fn state_file_detects_an_unclean_stop() {
     d.signal(Signal::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(10)).success());
 }
+
+/// `--log-format json`: every log line is a JSON object with the message and its fields.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("j.toml");
+    let port = free_port("127.0.12.3");
+    let text = config(
+        "127.0.12.3",
+        65001,
+        port,
+        "127.0.12.4",
+        65002,
+        1,
+        "10.1.0.0/24",
+        "",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("j.log");
+    let child = Command::new(BIN)
+        .args(["--log-format", "json", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut d = Bgpd {
+        child,
+        log,
+        http: 0,
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    while !d.log().contains("tabby-bgpd started") {
+        assert!(Instant::now() < end, "no start within 10 s:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(10)).success());
+    let text = d.log();
+    let mut started = None;
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if v["fields"]["message"] == "tabby-bgpd started" {
+            started = Some(v);
+        }
+    }
+    let started = started.unwrap_or_else(|| panic!("no start line in\n{text}"));
+    assert_eq!(started["fields"]["asn"], 65001, "{started}");
+    assert_eq!(started["level"], "INFO");
+}
