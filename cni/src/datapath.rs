@@ -551,6 +551,13 @@ impl Datapath {
             source,
         })?;
         if let Some(existing) = Self::link_by_name(&self.handle, &spec.host_ifname).await? {
+            if !is_veth(&existing) {
+                return Err(DatapathError::Conflict(format!(
+                    "{} exists and is not a veth; Tabby does not touch interfaces it did not \
+                     create",
+                    spec.host_ifname
+                )));
+            }
             if link_alias(&existing).as_deref() == Some(spec.container_id.as_str())
                 && let Ok(found) = self.check(spec).await
             {
@@ -837,6 +844,11 @@ impl Datapath {
         let Some(link) = Self::link_by_name(&self.handle, host_ifname).await? else {
             return Ok(DelOutcome::Absent);
         };
+        if !is_veth(&link) {
+            return Ok(DelOutcome::OtherOwner(format!(
+                "{host_ifname} is not a veth (not Tabby's)"
+            )));
+        }
         match link_alias(&link) {
             // No alias: an ADD died before finishing; the interface is nobody's.
             Some(owner) if owner != container_id => {

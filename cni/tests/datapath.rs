@@ -384,6 +384,15 @@ fn failed_add_leaves_nothing_behind() {
     assert!(!links(&node).iter().any(|l| l.starts_with("tab")));
     pod.ip(&["link", "del", "eth0"]).unwrap();
 
+    // A foreign interface under the pod's host-side name is neither replaced nor deleted.
+    let taken = host_ifname("default.s");
+    node.ip(&["link", "add", &taken, "type", "bridge"]).unwrap();
+    let r = add(&agent, &pod, "c4", "s", &conf);
+    assert_eq!(r.stdout.unwrap()["code"], 100);
+    assert_eq!(del(&agent, Some(&pod), "c4", "s", &conf).code, 0);
+    assert!(links(&node).contains(&taken), "foreign interface kept");
+    assert_eq!(pod_links(&pod), vec!["lo".to_string()]);
+
     // Once the conflict is gone the same pod gets the address that was rolled back.
     let foreign_del = "-6 route del blackhole fd77::1/128 metric 50";
     node.ip(&foreign_del.split(' ').collect::<Vec<_>>())
