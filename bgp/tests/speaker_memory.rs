@@ -712,3 +712,40 @@ async fn restart_state_bit_only_on_the_first_session_after_our_restart() {
     }
     assert_eq!(r_bits, vec![true, false]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn restarting_speaker_defers_its_table_until_every_peer_sent_end_of_rib() {
+    let net = MemoryNetwork::new();
+    let a = gr_speaker(&net, A, 65000, false);
+    // S restarted: it waits for End-of-RIB from A and from B before sending anything.
+    let s = gr_speaker(&net, C, 65000, true);
+    s.originate(p("10.5.0.0/24"), self_attrs()).await.unwrap();
+    s.add_peer(peer(A, 65000)).await.unwrap();
+    s.add_peer(peer(B, 65000)).await.unwrap();
+    a.add_peer(peer(C, 65000)).await.unwrap();
+    let mut fib = Fib::new(&a).await;
+    established(&s, A).await;
+    // B never comes up: nothing reaches A until the deferral timer (¾ of the 90 s restart
+    // time), then the table does.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    fib.drain();
+    assert!(fib.log.is_empty(), "{:?}", fib.log);
+    let t = tokio::time::Instant::now();
+    fib.expect(p("10.5.0.0/24"), &[C]).await;
+    assert!(t.elapsed() >= Duration::from_secs(30), "{:?}", t.elapsed());
+
+    // With B up as well, its End-of-RIB ends the wait at once.
+    let b = gr_speaker(&net, B, 65000, false);
+    let s2 = gr_speaker(&net, Ipv4Addr::new(10, 0, 0, 5), 65000, true);
+    s2.originate(p("10.6.0.0/24"), self_attrs()).await.unwrap();
+    s2.add_peer(peer(B, 65000)).await.unwrap();
+    b.add_peer(peer(Ipv4Addr::new(10, 0, 0, 5), 65000))
+        .await
+        .unwrap();
+    let mut fib_b = Fib::new(&b).await;
+    let t = tokio::time::Instant::now();
+    fib_b
+        .expect(p("10.6.0.0/24"), &[Ipv4Addr::new(10, 0, 0, 5)])
+        .await;
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+}

@@ -97,6 +97,10 @@ struct Peer {
     max_prefix_tripped: bool,
     max_prefix_restart: Option<Instant>,
     max_prefix_restart_wall: Option<SystemTime>,
+    /// Established while we defer selection (RFC 4724 §4.1): joins its group when that ends.
+    deferred: bool,
+    /// Families the peer sent End-of-RIB for since its session came up.
+    eor_received: BTreeSet<Family>,
 }
 
 impl Peer {
@@ -162,6 +166,8 @@ pub(super) struct Loop {
     updates_processed: u64,
     update_time: Duration,
     update_time_max: Duration,
+    /// RFC 4724 §4.1 selection deferral after our restart: ends at this time at the latest.
+    deferral: Option<Instant>,
 }
 
 impl Loop {
@@ -173,6 +179,13 @@ impl Loop {
             best_path: cfg.best_path.clone(),
         });
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
+        // Peers keep our routes for our Restart Time: our table must reach them well before
+        // that, so the deferral ends at three quarters of it even if an End-of-RIB is missing.
+        let deferral = cfg
+            .graceful_restart
+            .as_ref()
+            .filter(|g| g.restarting)
+            .map(|g| Instant::now() + (g.restart_time * 3 / 4).max(Duration::from_secs(1)));
         Loop {
             cfg,
             transport,
@@ -192,6 +205,7 @@ impl Loop {
             updates_processed: 0,
             update_time: Duration::ZERO,
             update_time_max: Duration::ZERO,
+            deferral,
         }
     }
 
@@ -434,6 +448,8 @@ impl Loop {
             max_prefix_tripped: false,
             max_prefix_restart: None,
             max_prefix_restart_wall: None,
+            deferred: false,
+            eor_received: BTreeSet::new(),
         })
     }
 
@@ -832,10 +848,28 @@ impl Loop {
                 p.stale_deadline_wall = Some(SystemTime::now() + wait);
             }
         }
-        let id = p.id;
-        let Some(key) = self.peers.get(&addr).map(|p| self.group_key(p)) else {
+        p.eor_received.clear();
+        // RFC 4724 §4.1: while we defer selection after our restart, nobody gets a table yet.
+        if self.deferral.is_some() {
+            p.deferred = true;
+            return;
+        }
+        self.join_group(addr);
+    }
+
+    /// Puts an established peer into its update group and sends it the initial table and an
+    /// End-of-RIB per family.
+    fn join_group(&mut self, addr: IpAddr) {
+        let Some(p) = self.peers.get(&addr) else {
             return;
         };
+        let id = p.id;
+        let families: Vec<Family> = p
+            .negotiated
+            .as_ref()
+            .map(|n| n.families.iter().copied().collect())
+            .unwrap_or_default();
+        let key = self.group_key(p);
         let policy = key
             .export_policy
             .as_ref()
@@ -848,8 +882,7 @@ impl Loop {
                 // RFC 4724 §2: End-of-RIB after the initial table, per family; sent whether
                 // or not graceful restart was negotiated (receivers ignore what they do not
                 // use, and it tells monitors the table is complete).
-                let eor: Vec<Family> = families.into_iter().collect();
-                self.send_to(addr, gid, updates, &eor);
+                self.send_to(addr, gid, updates, &families);
             }
             Err(e) => warn!(peer = %addr, "joining an update group: {e}"),
         }
@@ -894,6 +927,7 @@ impl Loop {
         p.prefixes_received += u64::from(out.announced);
         if let Some(f) = out.end_of_rib {
             debug!(peer = %addr, family = %f, "End-of-RIB");
+            p.eor_received.insert(f);
             if p.stale_families.remove(&f) && p.stale_families.is_empty() {
                 p.stale_deadline = None;
                 p.stale_deadline_wall = None;
@@ -901,6 +935,9 @@ impl Loop {
         }
         if out.max_prefix_exceeded {
             self.trip_max_prefix(addr);
+        }
+        if out.end_of_rib.is_some() {
+            self.check_deferral();
         }
     }
 
@@ -1034,6 +1071,7 @@ impl Loop {
         p.last_error = Some(reason.to_string());
         warn!(peer = %addr, "session down: {reason}");
         let id = p.id;
+        p.deferred = false;
         if p.joined {
             let _ = self.groups.leave(id);
             p.joined = false;
@@ -1093,12 +1131,61 @@ impl Loop {
         self.peers
             .values()
             .flat_map(|p| [p.stale_deadline, p.max_prefix_restart])
+            .chain([self.deferral])
             .flatten()
             .min()
     }
 
+    /// RFC 4724 §4.1 (a): selection deferral ends once every peer we wait for sent End-of-RIB
+    /// for each family. Not waited for: peers without graceful restart, and peers that are
+    /// restarting themselves (R bit). A peer that is not up yet is waited for (until the timer).
+    fn check_deferral(&mut self) {
+        if self.deferral.is_none() {
+            return;
+        }
+        let gr_on = self.cfg.graceful_restart.is_some();
+        let done = self.peers.values().all(|p| {
+            if !(gr_on && p.cfg.graceful_restart) {
+                return true;
+            }
+            match p.negotiated.as_deref().filter(|_| p.established()) {
+                None => false,
+                Some(n) => match &n.graceful_restart {
+                    None => true,
+                    Some(g) if g.restarting => true,
+                    Some(_) => n.families.iter().all(|f| p.eor_received.contains(f)),
+                },
+            }
+        });
+        if done {
+            self.end_deferral("End-of-RIB from every peer");
+        }
+    }
+
+    fn end_deferral(&mut self, why: &str) {
+        self.deferral = None;
+        info!("graceful restart: route selection deferral over ({why}); sending tables");
+        // Changes so far go to nobody (no member yet); the dumps below carry the result.
+        self.export();
+        let waiting: Vec<IpAddr> = self
+            .peers
+            .values()
+            .filter(|p| p.deferred)
+            .map(|p| p.cfg.address)
+            .collect();
+        for addr in waiting {
+            if let Some(p) = self.peers.get_mut(&addr) {
+                p.deferred = false;
+            }
+            self.join_group(addr);
+        }
+    }
+
     fn timers(&mut self) {
         let now = Instant::now();
+        if self.deferral.is_some_and(|t| t <= now) {
+            self.end_deferral("selection deferral timer");
+        }
         let addrs: Vec<IpAddr> = self.peers.keys().copied().collect();
         for addr in addrs {
             let Some(p) = self.peers.get_mut(&addr) else {
