@@ -490,6 +490,23 @@ impl Config {
                 &policy_index,
                 base,
             );
+            // A passive peer must be able to reach a listener: an IPv4 listener takes only
+            // IPv4 peers, an IPv6 one only IPv6 peers, except `::`, which takes both.
+            let reachable = listen.iter().any(|l| match (l.ip(), p.address) {
+                (IpAddr::V4(_), IpAddr::V4(_)) => true,
+                (IpAddr::V6(v6), IpAddr::V4(_)) => v6.is_unspecified(),
+                (IpAddr::V6(_), IpAddr::V6(_)) => true,
+                (IpAddr::V4(_), IpAddr::V6(_)) => false,
+            });
+            if p.passive && !reachable {
+                e.push(FieldError::new(
+                    format!("{path}.passive"),
+                    format!(
+                        "no listen address accepts connections from {} (add one of its family, or \"::\")",
+                        p.address
+                    ),
+                ));
+            }
             peers.insert(p.address, peer);
         }
 

@@ -254,6 +254,12 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "unicast",
     ),
     (
+        "route_reflector_client = true",
+        "route_reflector_client = true\npassive = true",
+        "peers[1].passive",
+        "no listen address accepts connections from ::1",
+    ),
+    (
         "prefix = \"10.1.0.0/24\"",
         "prefix = \"10.1.0.1/24\"",
         "originate[0].prefix",
