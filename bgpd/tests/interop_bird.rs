@@ -206,6 +206,26 @@ fn ibgp_ipv4_and_ipv6() {
     check_ours_in_bird(&bird, "2001:db8:244::/48", "");
     let r = bird_wait_route(&bird, "10.244.1.0/24");
     assert_eq!(bird_attr(&r, "BGP.local_pref"), Some("100"), "{r}");
+
+    // `birdc reload in` sends ROUTE-REFRESH: we answer with our routes again, no reset.
+    let before = tabby.peer(THEM4).unwrap();
+    let count = |p: &serde_json::Value, dir: &str, ty: &str| p[dir][ty].as_u64().unwrap_or(0);
+    bird.birdc("reload in tabby4").unwrap();
+    let after = wait_or(
+        "our answer to BIRD's ROUTE-REFRESH",
+        T,
+        || {
+            tabby.peer(THEM4).filter(|p| {
+                count(p, "messages_received", "route_refresh")
+                    > count(&before, "messages_received", "route_refresh")
+                    && count(p, "messages_sent", "update")
+                        > count(&before, "messages_sent", "update")
+            })
+        },
+        || tabby.log_tail(20),
+    );
+    assert_eq!(after["established_count"], 1, "{after}");
+    bird_wait_route(&bird, "10.244.1.0/24");
 }
 
 #[test]
