@@ -35,7 +35,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tabby_api::ipam::IpamConfig;
-use tabby_api::ipam::node::GcTracker;
+use tabby_api::ipam::node::{BlockPlan, GcTracker};
 use tabby_api::ipam::pool::POOL_ANNOTATION;
 use tabby_api::rbac::{ApiCall, Scope, Verb};
 use tabby_api::v1alpha1::{IPAMBlock, IPPool};
@@ -56,6 +56,8 @@ pub const DEBOUNCE: Duration = Duration::from_millis(100);
 const OVERLAY_TTL: Duration = Duration::from_secs(30);
 /// A repeated Warning is raised again after this long.
 const WARNING_REPEAT: Duration = Duration::from_secs(600);
+/// Block creations in flight at once when a pass creates many (a burst of joining nodes).
+pub const CREATE_BATCH: usize = 16;
 /// Field manager / reporting controller name.
 pub const CONTROLLER_NAME: &str = "tabby-ipam-controller";
 
@@ -454,10 +456,30 @@ pub async fn run(
                 .get_or_create(&l("free"))
                 .set(i64::try_from(f.free).unwrap_or(i64::MAX));
         }
-        for action in plan.actions {
+        let mut actions = plan.actions.into_iter().peekable();
+        while let Some(action) = actions.next() {
             if !holds(&leader) {
                 warn!(%identity, "lost the lease; stopping writes");
                 break;
+            }
+            // Block creations are independent of each other (distinct names, each a
+            // create that fails with 409 if repeated): a run of them goes out
+            // CREATE_BATCH at a time, leadership re-checked before each batch.
+            if let Action::CreateBlock(first) = action {
+                let mut batch = vec![first];
+                // A node's blocks (one per family) stay in one batch: they share one Event.
+                while batch.len() < CREATE_BATCH
+                    || actions.peek().is_some_and(|a| {
+                        matches!(a, Action::CreateBlock(p) if batch.last().is_some_and(|l| l.node == p.node))
+                    })
+                {
+                    match actions.next_if(|a| matches!(a, Action::CreateBlock(_))) {
+                        Some(Action::CreateBlock(plan)) => batch.push(plan),
+                        _ => break,
+                    }
+                }
+                exec.create_blocks(batch, &mut overlay).await;
+                continue;
             }
             exec.execute(action, &mut overlay, &cfg).await;
         }
@@ -488,6 +510,49 @@ impl Executor {
         if let Err(e) = self.recorder.publish(&ev, r).await {
             debug!(error = %e, "publishing an Event failed");
         }
+    }
+
+    /// Creates `batch` concurrently, then raises one `BlockAssigned` Event per node for the
+    /// blocks it got (a dual-stack node's two blocks share one), and records the outcomes as
+    /// [`Self::execute`] does for one.
+    async fn create_blocks(&mut self, batch: Vec<BlockPlan>, overlay: &mut Overlay) {
+        let this = &*self;
+        let results = futures::future::join_all(batch.into_iter().map(|plan| async move {
+            let r = write::create_block(&this.blocks, &plan).await;
+            (plan, r)
+        }))
+        .await;
+        let mut per_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (plan, r) in results {
+            match r {
+                Ok(Outcome::Done) => {
+                    self.metrics.assigned.inc();
+                    overlay.created(planned_block(&plan));
+                    info!(block = %plan.name, node = %plan.node, pool = %plan.pool, "block assigned");
+                    per_node.entry(plan.node.clone()).or_default().push(format!(
+                        "IPAMBlock {} ({}) from IPPool {}",
+                        plan.name, plan.cidr, plan.pool
+                    ));
+                }
+                Ok(Outcome::Skipped(why)) => debug!(block = %plan.name, %why, "write skipped"),
+                Ok(Outcome::AlreadyDone) => {}
+                Err(e) => {
+                    self.metrics.reconcile_errors.inc();
+                    warn!(error = %e, "write failed; retried next pass");
+                }
+            }
+        }
+        let this = &*self;
+        futures::future::join_all(per_node.into_iter().map(|(node, blocks)| async move {
+            this.event(
+                &node_ref(&node),
+                EventType::Normal,
+                "BlockAssigned",
+                blocks.join("; "),
+            )
+            .await;
+        }))
+        .await;
     }
 
     async fn execute(&mut self, action: Action, overlay: &mut Overlay, _cfg: &IpamConfig) {

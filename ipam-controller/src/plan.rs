@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use tabby_api::ipam::carve::Carver;
+use tabby_api::ipam::name::block_name;
 use tabby_api::ipam::node::{self, BlockPlan, GcTracker, Plan, Scope};
 use tabby_api::ipam::pool::{self, POOL_ANNOTATION, Pool};
 use tabby_api::ipam::{Family, IpamConfig};
@@ -408,6 +410,19 @@ pub fn plan_pass(
         }
     }
     let mut reclaimed: BTreeSet<String> = BTreeSet::new();
+    // Each node's own blocks: whether a node needs a block depends only on them, so the
+    // per-node check stays O(its blocks). Carving (which must see every block) goes through
+    // one `Carver` per pool for the whole pass, built on first use: O(B log B) once instead
+    // of once per node.
+    let mut node_blocks: BTreeMap<String, Vec<IPAMBlock>> = BTreeMap::new();
+    for b in &all_blocks {
+        node_blocks
+            .entry(b.spec.node.clone())
+            .or_default()
+            .push(b.clone());
+    }
+    let existing: Vec<ipnet::IpNet> = all_blocks.iter().filter_map(node::block_cidr).collect();
+    let mut carvers: BTreeMap<String, Carver<'_>> = BTreeMap::new();
     for n in nodes {
         let mut scopes: Vec<(Family, Option<String>)> =
             families.iter().map(|f| (*f, None)).collect();
@@ -432,10 +447,45 @@ pub fn plan_pass(
                 family,
                 pool: requested.as_deref(),
             };
-            match node::plan(&pools, &all_blocks, scope, &n.labels, now, cfg) {
+            let mine = node_blocks
+                .get(n.name.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let decided = match node::plan(&pools, mine, scope, &n.labels, now, cfg) {
+                // Carved from this node's blocks only: carve again against every block.
+                Plan::Create(_) | Plan::Exhausted { .. } => {
+                    let overlaps = pool::overlaps(&pools);
+                    let eligible = pool::eligible(&pools, &overlaps, &n.labels, family, scope.pool);
+                    let carved = eligible.iter().find_map(|p| {
+                        carvers
+                            .entry(p.name.clone())
+                            .or_insert_with(|| Carver::new(p, &existing))
+                            .take(&n.name)
+                            .map(|cidr| BlockPlan {
+                                name: block_name(cidr),
+                                cidr,
+                                pool: p.name.clone(),
+                                node: n.name.clone(),
+                            })
+                    });
+                    match carved {
+                        Some(plan) => Plan::Create(plan),
+                        None => Plan::Exhausted {
+                            pools: eligible.iter().map(|p| p.name.clone()).collect(),
+                        },
+                    }
+                }
+                other => other,
+            };
+            match decided {
                 Plan::Enough | Plan::AtCap => {}
                 Plan::Create(plan) => {
-                    all_blocks.push(planned_block(&plan));
+                    let block = planned_block(&plan);
+                    node_blocks
+                        .entry(n.name.clone())
+                        .or_default()
+                        .push(block.clone());
+                    all_blocks.push(block);
                     actions.push(Action::CreateBlock(plan));
                 }
                 Plan::NoPool => {
