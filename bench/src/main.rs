@@ -4,6 +4,7 @@
 
 mod bgp;
 mod fib;
+mod ipam;
 
 use clap::{Parser, Subcommand};
 
@@ -21,11 +22,14 @@ enum Command {
     Bgp(bgp::BgpArgs),
     /// Routes into the kernel FIB: Tabby's reconciler, `ip -batch` and BIRD's kernel protocol.
     Fib(fib::FibArgs),
+    /// IPAM: N Nodes join at once; time until every one has its block(s), API writes per node.
+    Ipam(ipam::IpamArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bgp(args) => bgp::run(args),
         Command::Fib(args) => fib::run(args),
+        Command::Ipam(args) => ipam::run(args),
     }
 }
