@@ -6,7 +6,8 @@
 //!
 //! - **tabby**: the agent's route reconciler (`tabby_agent::routes`), handed the N routes as
 //!   desired state; the clock runs from `set_desired` to a dump counting N routes of ours.
-//!   Building the desired state (the speaker's side) is timed separately as `build_s`.
+//!   Building the desired state (the speaker's side) is timed separately as `build_s`; a full
+//!   resync right after (dump + diff, nothing to write: the periodic safety net) as `resync_s`.
 //! - **ip-batch**: `ip -batch` of the same routes (`route add ... proto static`); the clock runs
 //!   from spawning `ip` to a dump counting N static routes.
 //! - **bird**: BIRD 2 with a `static` protocol holding the N routes (started `disabled`) and a
@@ -108,6 +109,8 @@ struct Sample {
     build_s: f64,
     /// Tabby: computing the diff (inside `fib_s`). Others: 0.
     plan_s: f64,
+    /// Tabby: a full resync afterwards (dump + diff, no writes; not in `fib_s`). Others: 0.
+    resync_s: f64,
 }
 
 fn run_tabby(nets: &[Ipv4Net]) -> anyhow::Result<Sample> {
@@ -126,6 +129,7 @@ fn run_tabby(nets: &[Ipv4Net]) -> anyhow::Result<Sample> {
         let t0 = Instant::now();
         r.set_desired(desired);
         let rep = r.reconcile()?;
+        let rep_plan_s = rep.plan_elapsed.as_secs_f64();
         if !rep.failed.is_empty() {
             bail!(
                 "{} routes refused, first: {} ({})",
@@ -135,10 +139,18 @@ fn run_tabby(nets: &[Ipv4Net]) -> anyhow::Result<Sample> {
             );
         }
         let t1 = wait_count(&mut sock, TABBY_RT_PROTO, n)?;
+        // The periodic safety net's cost at this size: dump, full diff, nothing to write.
+        let t_resync = Instant::now();
+        let rep = r.resync()?;
+        let resync_s = t_resync.elapsed().as_secs_f64();
+        if rep.added + rep.replaced + rep.deleted != 0 {
+            bail!("resync after programming wanted changes: {rep:?}");
+        }
         Ok(Sample {
             fib_s: (t1 - t0).as_secs_f64(),
             build_s,
-            plan_s: rep.plan_elapsed.as_secs_f64(),
+            plan_s: rep_plan_s,
+            resync_s,
         })
     })?
 }
@@ -269,6 +281,7 @@ pub fn run(args: FibArgs) -> anyhow::Result<()> {
         let (med, min, max) = pick(|s| s.fib_s);
         let (bmed, bmin, bmax) = pick(|s| s.build_s);
         let (pmed, _, _) = pick(|s| s.plan_s);
+        let (rmed, rmin, rmax) = pick(|s| s.resync_s);
         let rate = nets.len() as f64 / med;
         let _ = writeln!(
             table,
@@ -280,6 +293,7 @@ pub fn run(args: FibArgs) -> anyhow::Result<()> {
             "routes_per_s": rate,
             "build_s": bmed, "build_s_min": bmin, "build_s_max": bmax,
             "plan_s": pmed,
+            "resync_s": rmed, "resync_s_min": rmin, "resync_s_max": rmax,
             "ok": true,
         }));
     }
