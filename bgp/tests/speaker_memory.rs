@@ -185,6 +185,8 @@ async fn two_speakers_exchange_routes_and_withdrawals() {
     assert_eq!(r.paths[0].attrs.as_path, "65001");
     assert_eq!(b.adj_rib_in(ip(A)).await.unwrap().len(), 1);
     assert_eq!(a.adj_rib_out(ip(B)).await.unwrap().len(), 1);
+    // Counted as changes flow (the first status query above counted from the table).
+    assert_eq!(status(&a, B).await.prefixes_advertised, 1);
 
     assert!(a.withdraw(p("10.1.0.0/24")).await.unwrap());
     sub.expect(p("10.1.0.0/24"), &[]).await;

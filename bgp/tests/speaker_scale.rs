@@ -148,6 +148,16 @@ async fn injectors_converge_into_the_monitor() {
     }
     tokio::spawn(async move { while inj_rx.recv().await.is_some() {} });
 
+    // Counts the (empty) Adj-RIB-Outs once; from here on they are kept incrementally.
+    assert!(
+        target
+            .metrics()
+            .await
+            .unwrap()
+            .peers
+            .iter()
+            .all(|p| p.prefixes_advertised == 0)
+    );
     let start = Instant::now();
     for (tx, (bytes, messages)) in &injectors {
         tx.send(Command::SendEncoded {
@@ -184,5 +194,15 @@ async fn injectors_converge_into_the_monitor() {
         metrics.update_processing.as_secs_f64()
     );
     assert_eq!(metrics.ipv4_prefixes, want);
+    // The monitor is sent everything; each injector everything but its own routes (the AS
+    // loop check on export keeps them back).
+    for p in &metrics.peers {
+        let expect = if p.address == IpAddr::V4(MONITOR) {
+            want
+        } else {
+            want - m
+        };
+        assert_eq!(p.prefixes_advertised as usize, expect, "{}", p.address);
+    }
     target.shutdown().await.unwrap();
 }

@@ -122,6 +122,12 @@ pub struct UpdateGroup {
     /// keeps each prefix's last entry).
     pending_v4: Vec<(Ipv4Prefix, Option<Arc<PathAttrs>>)>,
     pending_v6: Vec<(Ipv6Prefix, Option<Arc<PathAttrs>>)>,
+    /// Routes the members are sent (the Adj-RIB-Out size), kept up to date by
+    /// [`UpdateGroup::on_change`] so status queries do not walk the table.
+    advertised: u32,
+    /// `advertised` must be recounted from the Loc-RIB: a new group, a replaced policy, or a
+    /// change whose old best came from a peer that is gone (its export cannot be recomputed).
+    recount: bool,
 }
 
 impl UpdateGroup {
@@ -134,6 +140,8 @@ impl UpdateGroup {
             cache: FastMap::default(),
             pending_v4: Vec::new(),
             pending_v6: Vec::new(),
+            advertised: 0,
+            recount: true,
         }
     }
 
@@ -278,6 +286,20 @@ impl UpdateGroup {
             Some(p) if rib.peer(p.peer()).is_some() => Some(self.export(prefix, p, rib)),
             Some(_) => None,
         };
+        let enabled = match prefix {
+            Prefix::V4(_) => self.key.ipv4,
+            Prefix::V6(_) => self.key.ipv6,
+        };
+        if enabled && !self.recount {
+            match &old_out {
+                None => self.recount = true,
+                Some(o) => match (o.is_some(), new_out.is_some()) {
+                    (false, true) => self.advertised = self.advertised.saturating_add(1),
+                    (true, false) => self.advertised = self.advertised.saturating_sub(1),
+                    _ => {}
+                },
+            }
+        }
         match (&old_out, &new_out) {
             (Some(Some(a)), Some(b)) if Arc::ptr_eq(a, b) => return,
             (Some(None), None) => return,
@@ -771,27 +793,32 @@ impl UpdateGroups {
         Ok(out)
     }
 
-    /// How many routes each group currently exports (its members' Adj-RIB-Out size).
-    pub fn advertised_counts(&self, rib: &Rib) -> Vec<(GroupId, u32)> {
+    /// How many routes each group currently exports (its members' Adj-RIB-Out size). Kept
+    /// incrementally; a group walks the Loc-RIB only when its count had to be invalidated.
+    pub fn advertised_counts(&mut self, rib: &Rib) -> Vec<(GroupId, u32)> {
         let mut out = Vec::with_capacity(self.groups.len());
-        for (id, g) in &self.groups {
-            let mut scratch = UpdateGroup::new(g.key.clone(), g.policy.clone());
-            let mut n: u32 = 0;
-            if scratch.key.ipv4 {
-                for (p, best) in rib.v4().iter_best() {
-                    if scratch.export(Prefix::V4(*p), best, rib).is_some() {
-                        n = n.saturating_add(1);
+        for (id, g) in self.groups.iter_mut() {
+            if g.recount {
+                let mut scratch = UpdateGroup::new(g.key.clone(), g.policy.clone());
+                let mut n: u32 = 0;
+                if scratch.key.ipv4 {
+                    for (p, best) in rib.v4().iter_best() {
+                        if scratch.export(Prefix::V4(*p), best, rib).is_some() {
+                            n = n.saturating_add(1);
+                        }
                     }
                 }
-            }
-            if scratch.key.ipv6 {
-                for (p, best) in rib.v6().iter_best() {
-                    if scratch.export(Prefix::V6(*p), best, rib).is_some() {
-                        n = n.saturating_add(1);
+                if scratch.key.ipv6 {
+                    for (p, best) in rib.v6().iter_best() {
+                        if scratch.export(Prefix::V6(*p), best, rib).is_some() {
+                            n = n.saturating_add(1);
+                        }
                     }
                 }
+                g.advertised = n;
+                g.recount = false;
             }
-            out.push((*id, n));
+            out.push((*id, g.advertised));
         }
         out
     }
@@ -806,6 +833,7 @@ impl UpdateGroups {
                 continue;
             }
             affected += 1;
+            g.recount = true;
             let mut before = UpdateGroup::new(g.key.clone(), g.policy.take());
             g.policy = Some(policy.clone());
             g.cache.clear();

@@ -1256,7 +1256,7 @@ impl Loop {
     // -----------------------------------------------------------------------------------------
     // Queries.
 
-    fn peer_status(&self) -> Vec<PeerStatus> {
+    fn peer_status(&mut self) -> Vec<PeerStatus> {
         let advertised = self.advertised();
         let now = Instant::now();
         self.peers
@@ -1288,7 +1288,7 @@ impl Loop {
     }
 
     /// Routes each established peer is sent, counted once per update group.
-    fn advertised(&self) -> FastMap<PeerId, u32> {
+    fn advertised(&mut self) -> FastMap<PeerId, u32> {
         let per_group: FastMap<_, u32> = self
             .groups
             .advertised_counts(&self.rib)
@@ -1372,7 +1372,7 @@ impl Loop {
         Ok(out)
     }
 
-    fn metrics(&self) -> Metrics {
+    fn metrics(&mut self) -> Metrics {
         let mut by_state: BTreeMap<State, u32> = State::ALL.iter().map(|s| (*s, 0)).collect();
         for p in self.peers.values() {
             *by_state.entry(p.state).or_default() += 1;
