@@ -359,3 +359,42 @@ fn route_reflector_between_an_frr_client_and_a_bird_client() {
     );
     assert_eq!(bird_attr(&r, "BGP.next_hop"), Some("10.77.0.1"), "{r}");
 }
+
+#[test]
+fn md5_with_bird_right_key_establishes_wrong_key_never() {
+    if skip(&["bird", "birdc"]) {
+        return;
+    }
+    let link = Link::new();
+    let bird_conf = format!(
+        "router id {THEM4};\n{BIRD_STATICS}{}",
+        bird_session(
+            "tabby4",
+            THEM4,
+            65010,
+            US4,
+            65002,
+            "ipv4",
+            "password \"s3cret-key\";"
+        ),
+    );
+    let bird = Bird::start(&link.them, &bird_conf).expect("BIRD");
+    let conf = |key: &str| {
+        config(
+            US4,
+            65002,
+            &peer(THEM4, 65010, &format!("password = \"{key}\"")),
+        )
+    };
+    let tabby = Tabby::start(&link.us, &conf("wrong-key"));
+    never(
+        "an Established session with a wrong MD5 key",
+        Duration::from_secs(5),
+        || (tabby.peer_state(THEM4) == "Established").then(|| tabby.peer(THEM4)),
+    );
+    // Fixing the key by reload resets only this session's socket, and it comes up.
+    tabby.reload(&conf("s3cret-key"));
+    tabby.wait_established(THEM4, T);
+    bird.wait_established("tabby4", T).unwrap();
+    tabby.wait_route("198.51.100.0/24", T);
+}

@@ -159,3 +159,33 @@ fn ibgp_ipv4_and_ipv6_sessions() {
     }
     exchange(65000, 65000, "", "");
 }
+
+#[test]
+fn md5_with_gobgp_right_key_establishes() {
+    if skip(&["gobgpd", "gobgp"]) {
+        return;
+    }
+    let link = Link::new();
+    let conf = format!(
+        "[global.config]\n  as = 65010\n  router-id = \"{THEM4}\"\n  port = 179\n\
+         [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{US4}\"\n    \
+         peer-as = 65002\n    auth-password = \"s3cret-key\"\n  [neighbors.timers.config]\n    \
+         connect-retry = 1\n    hold-time = 9\n    keepalive-interval = 3\n"
+    );
+    let g = Gobgp::start(&link.them, &conf).expect("gobgpd");
+    let tabby = Tabby::start(
+        &link.us,
+        &config(
+            US4,
+            65002,
+            &format!(
+                "{}{}",
+                peer(THEM4, 65010, "password = \"s3cret-key\""),
+                originate("10.244.1.0/24", 65002)
+            ),
+        ),
+    );
+    tabby.wait_established(THEM4, T);
+    g.wait_established(US4, T).unwrap();
+    gobgp_wait_route(&g, "ipv4", "10.244.1.0/24");
+}
