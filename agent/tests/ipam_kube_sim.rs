@@ -217,3 +217,44 @@ async fn with_the_controller_a_joining_node_gets_addresses_of_both_families() {
     assert!(got[0].address.is_ipv4() && got[1].address.is_ipv6());
     assert!(got.iter().all(|a| a.cidr.contains(&a.address)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_asking_for_a_pool_waits_for_the_block_the_controller_carves_on_demand() {
+    let (_sim, c) = sim().await;
+    create_pool(&c, "a-default", "10.5.0.0/24", 28).await;
+    create_pool(&c, "gpu", "10.6.0.0/24", 28).await;
+    let _ctl = controller(&c, "ctl", &["--gc-grace", "0"]);
+    create_node(&c, "n1").await;
+    let ipam = IpamClient::new(c.clone(), "n1", cfg(1_000));
+    let first = ipam
+        .allocate(&pod("plain"), Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(first[0].pool, "a-default", "pools tried in name order");
+    // The pending pod (as the kubelet sees it during CNI ADD) names the gpu pool.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(c.clone(), "default");
+    let p: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "pod-g1", "namespace": "default",
+                     "annotations": {"tabby.dev/ippools": "gpu"}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "pause"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &p)
+        .await
+        .expect("create pod");
+    let mut req = pod("g1");
+    req.pod.namespace = "default".into();
+    req.annotations
+        .insert("tabby.dev/ippools".into(), "gpu".into());
+    assert!(
+        ipam.allocate(&req, Duration::ZERO)
+            .await
+            .unwrap_err()
+            .is_try_again(),
+        "no gpu block yet"
+    );
+    let got = ipam.allocate(&req, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].pool, "gpu");
+    assert!(got[0].address.to_string().starts_with("10.6.0."), "{got:?}");
+}
