@@ -189,3 +189,80 @@ fn md5_with_gobgp_right_key_establishes() {
     g.wait_established(US4, T).unwrap();
     gobgp_wait_route(&g, "ipv4", "10.244.1.0/24");
 }
+
+#[test]
+fn add_path_receive_two_paths_for_one_prefix() {
+    if skip(&["gobgpd", "gobgp"]) {
+        return;
+    }
+    let link = Link::new();
+    // RFC 7911: GoBGP sends both of its paths for 198.51.100.0/24, each with its path id.
+    let conf = format!(
+        "[global.config]\n  as = 65010\n  router-id = \"{THEM4}\"\n  port = 179\n\
+         [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{US4}\"\n    \
+         peer-as = 65002\n  [neighbors.timers.config]\n    connect-retry = 1\n    \
+         hold-time = 9\n    keepalive-interval = 3\n  [[neighbors.afi-safis]]\n    \
+         [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n    \
+         [neighbors.afi-safis.add-paths.config]\n      send-max = 8\n"
+    );
+    let g = Gobgp::start(&link.them, &conf).expect("gobgpd");
+    let tabby = Tabby::start(
+        &link.us,
+        &config(
+            US4,
+            65002,
+            &format!(
+                "max_paths = 4\n\n{}",
+                peer(THEM4, 65010, "add_path = { receive = [\"ipv4-unicast\"] }")
+            ),
+        ),
+    );
+    tabby.wait_established(THEM4, T);
+    g.wait_established(US4, T).unwrap();
+    for (id, med) in [("1", "10"), ("2", "20")] {
+        g.gobgp(&[
+            "global",
+            "rib",
+            "-a",
+            "ipv4",
+            "add",
+            "198.51.100.0/24",
+            "nexthop",
+            THEM4,
+            "med",
+            med,
+            "identifier",
+            id,
+        ])
+        .expect("gobgp rib add");
+    }
+    let r = tabby.wait_route_where("198.51.100.0/24", T, |r| {
+        r["paths"].as_array().is_some_and(|p| p.len() == 2)
+    });
+    let ids: Vec<u64> = r["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["path_id"].as_u64())
+        .collect();
+    assert_eq!(ids.len(), 2, "{r}");
+    assert_ne!(ids[0], ids[1], "{r}");
+    // The lower MED wins between paths from the same neighbour AS.
+    assert_eq!(best(&r)["attrs"]["med"], 10, "{r}");
+    // Withdrawing one path leaves the other.
+    g.gobgp(&[
+        "global",
+        "rib",
+        "-a",
+        "ipv4",
+        "del",
+        "198.51.100.0/24",
+        "identifier",
+        "1",
+    ])
+    .expect("gobgp rib del");
+    let r = tabby.wait_route_where("198.51.100.0/24", T, |r| {
+        r["paths"].as_array().is_some_and(|p| p.len() == 1)
+    });
+    assert_eq!(best(&r)["attrs"]["med"], 20, "{r}");
+}
