@@ -130,7 +130,7 @@ async fn waits_for_a_block_up_to_the_deadline_and_for_a_cooldown_to_end() {
         "{:?}",
         t.elapsed()
     );
-    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     // A block appears while the client waits: the watch wakes it.
     let creator = {
         let c = c.clone();
@@ -147,7 +147,7 @@ async fn waits_for_a_block_up_to_the_deadline_and_for_a_cooldown_to_end() {
     creator.await.unwrap();
     assert_eq!(got[0].address.to_string(), "10.3.0.4");
     assert!(
-        t.elapsed() < Duration::from_secs(3),
+        t.elapsed() < Duration::from_secs(5),
         "woke on the new block: {:?}",
         t.elapsed()
     );
@@ -155,10 +155,12 @@ async fn waits_for_a_block_up_to_the_deadline_and_for_a_cooldown_to_end() {
     for h in ["c2", "c3", "c4"] {
         ipam.allocate(&pod(h), Duration::ZERO).await.unwrap();
     }
+    // Taken before the release, so it does not depend on how long the release and the next
+    // request take on a loaded machine.
+    let released_at = Instant::now();
     ipam.release("c2").await.unwrap();
     let err = ipam.allocate(&pod("c5"), Duration::ZERO).await.unwrap_err();
     assert!(err.is_try_again(), "{err}");
-    let t = Instant::now();
     let got = ipam
         .allocate(&pod("c5"), Duration::from_secs(10))
         .await
@@ -171,9 +173,9 @@ async fn waits_for_a_block_up_to_the_deadline_and_for_a_cooldown_to_end() {
     // metav1.Time has second precision: the stored release time is rounded down, so the
     // 1.5 s cooldown ends 0.5-1.5 s after the release.
     assert!(
-        t.elapsed() >= Duration::from_millis(400),
+        released_at.elapsed() >= Duration::from_millis(400),
         "{:?}",
-        t.elapsed()
+        released_at.elapsed()
     );
     // A requested address that is cooling down is "not yet" as well, and is given once cool.
     ipam.release("c3").await.unwrap();
