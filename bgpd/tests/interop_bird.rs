@@ -398,3 +398,77 @@ fn md5_with_bird_right_key_establishes_wrong_key_never() {
     bird.wait_established("tabby4", T).unwrap();
     tabby.wait_route("198.51.100.0/24", T);
 }
+
+#[test]
+fn graceful_restart_bird_keeps_our_routes_while_we_restart() {
+    if skip(&["bird", "birdc"]) {
+        return;
+    }
+    let link = Link::new();
+    let bird_conf = format!(
+        "router id {THEM4};\n{BIRD_STATICS}{}",
+        bird_session(
+            "tabby4",
+            THEM4,
+            65010,
+            US4,
+            65002,
+            "ipv4",
+            "graceful restart on; graceful restart time 20;"
+        ),
+    );
+    let bird = Bird::start(&link.them, &bird_conf).expect("BIRD");
+    let mut tabby = Tabby::start(
+        &link.us,
+        &config(
+            US4,
+            65002,
+            &format!(
+                "[graceful_restart]\nrestart_time = 20\nstale_routes_time = 30\n\n{}{}",
+                peer(THEM4, 65010, ""),
+                originate("10.244.1.0/24", 65002)
+            ),
+        ),
+    );
+    bird.wait_established("tabby4", T).unwrap();
+    bird_wait_route(&bird, "10.244.1.0/24");
+    let kept = || {
+        assert!(
+            bird_route(&bird, "10.244.1.0/24").is_some(),
+            "BIRD dropped our route during our restart:\n{}",
+            bird.log()
+        );
+    };
+    tabby.kill9();
+    wait_or(
+        "BIRD to notice the session is gone",
+        T,
+        || {
+            kept();
+            bird.bgp_state("tabby4")
+                .is_ok_and(|s| s != "Established")
+                .then_some(())
+        },
+        || bird.log(),
+    );
+    tabby.restart(&["--graceful-restart"]);
+    wait_or(
+        "BIRD to be Established again",
+        T,
+        || {
+            kept();
+            bird.bgp_state("tabby4")
+                .is_ok_and(|s| s == "Established")
+                .then_some(())
+        },
+        || bird.log(),
+    );
+    // Past our End-of-RIB the route is still there.
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < until {
+        kept();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = bird_route(&bird, "10.244.1.0/24").unwrap();
+    assert_eq!(bird_attr(&r, "BGP.as_path"), Some("65002"), "{r}");
+}
