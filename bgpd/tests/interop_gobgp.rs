@@ -266,3 +266,71 @@ fn add_path_receive_two_paths_for_one_prefix() {
     });
     assert_eq!(best(&r)["attrs"]["med"], 20, "{r}");
 }
+
+#[test]
+fn graceful_restart_gobgp_keeps_our_routes_while_we_restart() {
+    if skip(&["gobgpd", "gobgp"]) {
+        return;
+    }
+    let link = Link::new();
+    let conf = format!(
+        "[global.config]\n  as = 65010\n  router-id = \"{THEM4}\"\n  port = 179\n\
+         [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{US4}\"\n    \
+         peer-as = 65002\n  [neighbors.timers.config]\n    connect-retry = 1\n    \
+         hold-time = 9\n    keepalive-interval = 3\n  [neighbors.graceful-restart.config]\n    \
+         enabled = true\n    restart-time = 20\n  [[neighbors.afi-safis]]\n    \
+         [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n    \
+         [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n"
+    );
+    let g = Gobgp::start(&link.them, &conf).expect("gobgpd");
+    let mut tabby = Tabby::start(
+        &link.us,
+        &config(
+            US4,
+            65002,
+            &format!(
+                "[graceful_restart]\nrestart_time = 20\nstale_routes_time = 30\n\n{}{}",
+                peer(THEM4, 65010, ""),
+                originate("10.244.1.0/24", 65002)
+            ),
+        ),
+    );
+    g.wait_established(US4, T).unwrap();
+    gobgp_wait_route(&g, "ipv4", "10.244.1.0/24");
+    let kept = || {
+        assert!(
+            gobgp_route(&g, "ipv4", "10.244.1.0/24").is_some(),
+            "GoBGP dropped our route during our restart:\n{}",
+            g.log()
+        );
+    };
+    tabby.kill9();
+    wait_or(
+        "GoBGP to notice the session is gone",
+        T,
+        || {
+            kept();
+            g.peer_state(US4)
+                .is_ok_and(|s| s != "established")
+                .then_some(())
+        },
+        || g.log(),
+    );
+    tabby.restart(&["--graceful-restart"]);
+    wait_or(
+        "GoBGP to be established again",
+        T,
+        || {
+            kept();
+            g.peer_state(US4)
+                .is_ok_and(|s| s == "established")
+                .then_some(())
+        },
+        || g.log(),
+    );
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < until {
+        kept();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
