@@ -18,9 +18,6 @@ use crate::convert::{originate_attrs, peer_config, speaker_config};
 use crate::diff::{Op, RestartRequired, diff, initial};
 use crate::metrics::{DaemonCounters, ReloadResult};
 
-/// Time given to session writers to flush their NOTIFICATIONs before the process exits.
-const SHUTDOWN_LINGER: std::time::Duration = std::time::Duration::from_millis(300);
-
 /// Why the daemon could not start or a reload was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -192,12 +189,9 @@ impl Daemon {
             self.speaker.shutdown_for_restart().await
         } else {
             info!("stopping: Cease / Administrative Shutdown to every peer");
-            self.speaker.shutdown().await?;
-            // Each session hands its NOTIFICATION to a writer task and ends; the speaker waits
-            // for the sessions, not the writers. Exiting right away would drop the writers
-            // with the runtime and peers would see a bare TCP close instead of the Cease.
-            tokio::time::sleep(SHUTDOWN_LINGER).await;
-            Ok(())
+            // Returns once every session's Cease is written out (each session waits for its
+            // connection's writer), so exiting right after cannot cut a NOTIFICATION off.
+            self.speaker.shutdown().await
         }
     }
 }

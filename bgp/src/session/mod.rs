@@ -211,6 +211,9 @@ struct Conn {
     open_sent: bool,
     local: Option<SocketAddr>,
     remote: Option<SocketAddr>,
+    /// The writer task, awaited when the session ends so a last NOTIFICATION is really out
+    /// before the owner is told the session has stopped.
+    writer: JoinHandle<()>,
 }
 
 impl Conn {
@@ -218,7 +221,7 @@ impl Conn {
         let (local, remote) = (c.local, c.remote);
         let (rd, wr) = tokio::io::split(c.stream);
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(wr, rx));
+        let writer = tokio::spawn(writer(wr, rx));
         Conn {
             rd,
             wr: tx,
@@ -229,6 +232,7 @@ impl Conn {
             open_sent: false,
             local,
             remote,
+            writer,
         }
     }
 
@@ -261,6 +265,13 @@ async fn writer(
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
+}
+
+/// Awaits every handle in turn (they run concurrently as tasks; the order does not matter).
+async fn join_writers(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
 }
 
 /// Reads once into the framer; pends forever without a connection. Returns bytes read.
@@ -318,6 +329,8 @@ struct Session {
     /// Events the I/O produced while actions ran (write failures).
     queue: std::collections::VecDeque<Event>,
     counters: Arc<MessageCounters>,
+    /// Writers of dropped connections still sending their last bytes.
+    closing: Vec<JoinHandle<()>>,
 }
 
 impl Session {
@@ -348,6 +361,24 @@ impl Session {
             established: false,
             queue: Default::default(),
             counters: Arc::default(),
+            closing: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) until the writers of the connections this session dropped have sent
+    /// what was queued — the NOTIFICATION of a shutdown — and closed their streams. Each
+    /// writer already gives up after its own write timeout; this bound only keeps a stop
+    /// prompt when a peer stops reading.
+    async fn finish_writes(&mut self) {
+        if let Some(c) = self.main.take() {
+            self.closing.push(c.writer);
+        }
+        let all = join_writers(std::mem::take(&mut self.closing));
+        if tokio::time::timeout(Duration::from_secs(2), all)
+            .await
+            .is_err()
+        {
+            debug!(peer = %self.peer, "stopped without waiting longer for the last writes");
         }
     }
 
@@ -382,10 +413,12 @@ impl Session {
                 Wake::Command(None) => {
                     self.feed(Event::ManualStop(Cease::new(Cease::PEER_DECONFIGURED)))
                         .await;
+                    self.finish_writes().await;
                     return;
                 }
                 Wake::Command(Some(Command::Shutdown(c))) => {
                     self.feed(Event::ManualStop(c)).await;
+                    self.finish_writes().await;
                     return;
                 }
                 Wake::Command(Some(c)) => self.command(c).await,
@@ -773,8 +806,12 @@ impl Session {
                 if let Some(h) = self.connecting.take() {
                     h.abort();
                 }
-                // The writer sends what is queued (a NOTIFICATION), then closes.
-                self.main = None;
+                // The writer sends what is queued (a NOTIFICATION), then closes; dropping the
+                // rest of the connection drops its sender, which tells the writer to finish.
+                if let Some(Conn { writer, .. }) = self.main.take() {
+                    self.closing.retain(|h| !h.is_finished());
+                    self.closing.push(writer);
+                }
             }
             Action::SendOpen => {
                 if self.main.as_ref().is_some_and(|c| c.open_sent) {
