@@ -13,12 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use tabby_bgp::policy::{Policy, PolicyConfig};
 use tabby_bgp::rib::prefix::Prefix;
-use tabby_bgp::wire::{Community, Ipv4Prefix, Ipv6Prefix, LargeCommunity};
+use tabby_bgp::wire::{Community, LargeCommunity};
 
 /// The BGP port (RFC 4271 §8.2.1).
 pub const BGP_PORT: u16 = 179;
@@ -802,54 +801,7 @@ fn check_password(e: &mut Vec<FieldError>, path: &str, pw: String) -> Option<Sec
     }
 }
 
-/// Parses `10.0.0.0/24` or `2001:db8::/32`; host bits are an error.
-pub fn parse_prefix(s: &str) -> Result<Prefix, String> {
-    let r = if s.contains(':') {
-        Ipv6Prefix::from_str(s).map(Prefix::V6)
-    } else {
-        Ipv4Prefix::from_str(s).map(Prefix::V4)
-    };
-    r.map_err(|e| e.to_string())
-}
-
-/// `ASN:VALUE` (16 bits each) or a well-known name (RFC 1997).
-pub fn parse_community(s: &str) -> Result<Community, String> {
-    match s {
-        "no-export" => return Ok(Community::NO_EXPORT),
-        "no-advertise" => return Ok(Community::NO_ADVERTISE),
-        "no-export-subconfed" => return Ok(Community::NO_EXPORT_SUBCONFED),
-        _ => {}
-    }
-    let (a, v) = s
-        .split_once(':')
-        .ok_or_else(|| format!("{s:?} is not a community: expected ASN:VALUE"))?;
-    let a = a
-        .parse::<u16>()
-        .map_err(|_| format!("{s:?}: {a:?} is not a 16-bit AS number"))?;
-    let v = v
-        .parse::<u16>()
-        .map_err(|_| format!("{s:?}: {v:?} is not a 16-bit value"))?;
-    Ok(Community::new(a, v))
-}
-
-/// `GLOBAL:LOCAL1:LOCAL2`, 32 bits each (RFC 8092).
-pub fn parse_large_community(s: &str) -> Result<LargeCommunity, String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let [g, l1, l2] = parts.as_slice() else {
-        return Err(format!(
-            "{s:?} is not a large community: expected GLOBAL:LOCAL1:LOCAL2"
-        ));
-    };
-    let n = |x: &str| {
-        x.parse::<u32>()
-            .map_err(|_| format!("{s:?}: {x:?} is not a 32-bit number"))
-    };
-    Ok(LargeCommunity {
-        global: n(g)?,
-        local1: n(l1)?,
-        local2: n(l2)?,
-    })
-}
+pub use tabby_bgp::policy::{parse_community, parse_large_community, parse_prefix};
 
 fn check_originate(e: &mut Vec<FieldError>, path: &str, o: &RawOriginate) -> Option<Originate> {
     let prefix = match parse_prefix(&o.prefix) {

@@ -275,7 +275,9 @@ pub enum Outcome {
     Reject,
 }
 
-fn parse_community(s: &str) -> Result<Community, String> {
+/// `ASN:VALUE` (16 bits each) or a well-known name (RFC 1997), as the policy language and
+/// `tabby-bgpd`'s config write them. The error names the text and what is wrong with it.
+pub fn parse_community(s: &str) -> Result<Community, String> {
     match s {
         "no-export" => return Ok(Community::NO_EXPORT),
         "no-advertise" => return Ok(Community::NO_ADVERTISE),
@@ -294,7 +296,8 @@ fn parse_community(s: &str) -> Result<Community, String> {
     Ok(Community::new(a, v))
 }
 
-fn parse_large_community(s: &str) -> Result<LargeCommunity, String> {
+/// `GLOBAL:LOCAL1:LOCAL2`, 32 bits each (RFC 8092).
+pub fn parse_large_community(s: &str) -> Result<LargeCommunity, String> {
     let parts: Vec<&str> = s.split(':').collect();
     let [g, l1, l2] = parts.as_slice() else {
         return Err(format!(
@@ -312,7 +315,8 @@ fn parse_large_community(s: &str) -> Result<LargeCommunity, String> {
     })
 }
 
-fn parse_prefix(s: &str) -> Result<Prefix, String> {
+/// An IPv4 or IPv6 prefix in CIDR notation; host bits must be zero.
+pub fn parse_prefix(s: &str) -> Result<Prefix, String> {
     if s.contains(':') {
         Ipv6Prefix::from_str(s)
             .map(Prefix::V6)
