@@ -67,6 +67,11 @@ pub enum SessionEventKind {
     /// A decoded UPDATE (RFC 7606 outcomes inside: see [`Update::action`]).
     Update(Box<Update>),
     RouteRefresh(RouteRefresh),
+    /// An outgoing connection attempt failed (refused, unreachable, timed out); `error`
+    /// says why in words. The FSM retries on its ConnectRetry timer.
+    ConnectFailed {
+        error: String,
+    },
     /// The session went to Idle; `reason` says why in words (the NOTIFICATION decoded).
     Down {
         reason: DownReason,
@@ -331,6 +336,8 @@ struct Session {
     counters: Arc<MessageCounters>,
     /// Writers of dropped connections still sending their last bytes.
     closing: Vec<JoinHandle<()>>,
+    /// When the outgoing attempt in `connecting` began.
+    connect_started: Option<Instant>,
 }
 
 impl Session {
@@ -362,6 +369,7 @@ impl Session {
             queue: Default::default(),
             counters: Arc::default(),
             closing: Vec::new(),
+            connect_started: None,
         }
     }
 
@@ -430,6 +438,10 @@ impl Session {
                         Ok(c) => self.accept(c, Direction::Outgoing).await,
                         Err(e) => {
                             debug!(peer = %self.peer, "connect failed: {e}");
+                            self.emit(SessionEventKind::ConnectFailed {
+                                error: e.to_string(),
+                            })
+                            .await;
                             self.feed(Event::TcpConnectionFails).await;
                         }
                     }
@@ -438,6 +450,19 @@ impl Session {
                 Wake::CandidateRead(r) => self.candidate_read(r).await,
                 Wake::Timer(t) => {
                     self.timers[t as usize] = None;
+                    // ConnectRetry expired before our attempt got any answer: the peer (or a
+                    // firewall, or an MD5 mismatch) drops our SYNs without a word.
+                    if t == Timer::ConnectRetry
+                        && self.connecting.as_ref().is_some_and(|h| !h.is_finished())
+                    {
+                        let error = match self.connect_started {
+                            Some(at) => {
+                                format!("no answer within {} s", at.elapsed().as_secs().max(1))
+                            }
+                            None => "no answer".to_string(),
+                        };
+                        self.emit(SessionEventKind::ConnectFailed { error }).await;
+                    }
                     let ev = match t {
                         Timer::ConnectRetry => Event::ConnectRetryTimerExpires,
                         Timer::Hold => Event::HoldTimerExpires,
@@ -795,10 +820,11 @@ impl Session {
     async fn apply(&mut self, a: Action) {
         match a {
             Action::Connect => {
-                if let Some(c) = &self.connector {
+                if let Some(c) = self.connector.clone() {
                     if let Some(h) = self.connecting.take() {
                         h.abort();
                     }
+                    self.connect_started = Some(Instant::now());
                     self.connecting = Some(tokio::spawn(c.connect()));
                 }
             }

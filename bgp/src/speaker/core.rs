@@ -727,6 +727,25 @@ impl Loop {
                 return 1;
             }
             SessionEventKind::RouteRefresh(rr) => self.route_refresh(addr, rr),
+            SessionEventKind::ConnectFailed { error } => {
+                if let Some(p) = self.peers.get_mut(&addr) {
+                    // RFC 2385 §2.0: a segment without the right digest is dropped without an
+                    // answer, so a password mismatch looks exactly like an absent peer.
+                    let silent = error.starts_with("no answer") || error.contains("timed out");
+                    let hint = if silent && p.cfg.md5_password.is_some() {
+                        "; a TCP MD5 password is set, and a peer with a different password \
+                         (or none) drops our segments without answering"
+                    } else {
+                        ""
+                    };
+                    let error = format!("connecting: {error}{hint}");
+                    // Once per distinct cause, not once per ConnectRetry.
+                    if p.last_error.as_deref() != Some(error.as_str()) {
+                        info!(peer = %addr, "cannot connect: {error}");
+                    }
+                    p.last_error = Some(error);
+                }
+            }
             SessionEventKind::Down {
                 reason,
                 was_established,
@@ -1063,7 +1082,14 @@ impl Loop {
             _ => {}
         }
         if !was_established {
-            if !matches!(reason, DownReason::Stopped) {
+            // A failed connect already left its cause ("connecting: …"), which says more
+            // than the FSM's generic "TCP connection failed".
+            let keep = matches!(reason, DownReason::Stopped)
+                || (matches!(reason, DownReason::ConnectionFailed)
+                    && p.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("connecting: ")));
+            if !keep {
                 p.last_error = Some(reason.to_string());
             }
             return;
