@@ -8,14 +8,16 @@ export CARGO_TERM_COLOR ?= never
 .PHONY: test deps chart-tests fmt-check clippy unit-tests fuzz-smoke
 
 ## test: install what is missing, then format check, clippy and every test.
-test: deps chart-tests fmt-check clippy unit-tests
+test: deps fmt-check clippy unit-tests
 
-## deps: Debian packages (as root) and the pinned helm/kubectl binaries in .tools/bin.
+## deps: Debian packages (as root), the pinned helm/kubectl binaries in .tools/bin and the
+## pinned kubernetes-validate in .tools/ (the chart suite runs inside `cargo test --workspace`).
 deps:
 	./scripts/install-deps.sh
 	./scripts/fetch-tools.sh
+	./scripts/test-chart.sh --install
 
-## chart-tests: the Helm chart suite; installs the pinned kubernetes-validate (.tools/) first.
+## chart-tests: only the Helm chart suite (a quick loop while editing the chart).
 chart-tests: deps
 	./scripts/test-chart.sh
 
