@@ -700,48 +700,12 @@ impl Datapath {
             .map_err(nl(format!("setting {} up", spec.host_ifname)))?;
 
         if v4.is_some() {
-            pod.neighbours()
-                .add(pod_index, GATEWAY_V4.into())
-                .link_layer_address(&HOST_MAC)
-                .state(NeighbourState::Permanent)
-                .replace()
-                .execute()
-                .await
-                .map_err(nl("adding the IPv4 gateway neighbour in the pod"))?;
-            let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
-                .gateway(GATEWAY_V4)
-                .output_interface(pod_index)
-                .onlink()
-                .build();
-            pod.route()
-                .add(route)
-                .execute()
-                .await
-                .map_err(nl("adding the IPv4 default route in the pod"))?;
+            add_pod_gateway(&pod, pod_index, GATEWAY_V4.into()).await?;
         }
         let mut gateway_v6 = None;
         if v6.is_some() {
             let ll = self.wait_link_local(host_index, &spec.host_ifname).await?;
-            pod.neighbours()
-                .add(pod_index, ll.into())
-                .link_layer_address(&HOST_MAC)
-                .state(NeighbourState::Permanent)
-                .replace()
-                .execute()
-                .await
-                .map_err(nl("adding the IPv6 gateway neighbour in the pod"))?;
-            let route = RouteMessageBuilder::<Ipv6Addr>::new()
-                .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
-                .gateway(ll)
-                .output_interface(pod_index)
-                .onlink()
-                .build();
-            pod.route()
-                .add(route)
-                .execute()
-                .await
-                .map_err(nl("adding the IPv6 default route in the pod"))?;
+            add_pod_gateway(&pod, pod_index, ll.into()).await?;
             gateway_v6 = Some(ll);
         }
         for addr in &spec.addresses {
@@ -1183,6 +1147,42 @@ async fn delete_batch(handle: &Handle, batch: Vec<DelJob>, group: u32) {
             }
         }
     }
+}
+
+/// The pod's gateway: a permanent neighbour entry for `gw` with the host side's fixed MAC (no
+/// ARP/ND round trip on the pod's first packet) and the default route via it, on-link. IPv4 uses
+/// [`GATEWAY_V4`]; IPv6 the host side's link-local address.
+async fn add_pod_gateway(pod: &Handle, pod_index: u32, gw: IpAddr) -> Result<(), DatapathError> {
+    let family = if gw.is_ipv4() { "IPv4" } else { "IPv6" };
+    pod.neighbours()
+        .add(pod_index, gw)
+        .link_layer_address(&HOST_MAC)
+        .state(NeighbourState::Permanent)
+        .replace()
+        .execute()
+        .await
+        .map_err(nl(format!(
+            "adding the {family} gateway neighbour in the pod"
+        )))?;
+    let route = match gw {
+        IpAddr::V4(gw) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+            .gateway(gw)
+            .output_interface(pod_index)
+            .onlink()
+            .build(),
+        IpAddr::V6(gw) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
+            .gateway(gw)
+            .output_interface(pod_index)
+            .onlink()
+            .build(),
+    };
+    pod.route()
+        .add(route)
+        .execute()
+        .await
+        .map_err(nl(format!("adding the {family} default route in the pod")))
 }
 
 fn libc_enodev() -> i32 {
