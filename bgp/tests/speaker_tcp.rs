@@ -9,7 +9,7 @@ use std::time::Duration;
 use tabby_bgp::fsm::State;
 use tabby_bgp::policy::{PolicyConfig, Verdict};
 use tabby_bgp::rib::{NextHop, PathAttrs, Prefix};
-use tabby_bgp::speaker::{PeerConfig, PeerStatus, Speaker, SpeakerConfig};
+use tabby_bgp::speaker::{ConnectFailure, PeerConfig, PeerStatus, Speaker, SpeakerConfig};
 
 const A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const B: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -127,4 +127,40 @@ async fn two_speakers_over_loopback_tcp() {
     })
     .await;
     b.shutdown().await.unwrap();
+}
+
+/// A peer whose port has no listener: the status carries the cause as a type
+/// (`ConnectFailure::Refused`) and the same fact in words, and the FSM's generic
+/// "TCP connection failed" does not overwrite it on the next retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connect_is_reported_as_a_typed_cause() {
+    let a = speaker(A, 65001);
+    // A port that was free a moment ago: nothing listens, so the kernel answers RST.
+    let closed = std::net::TcpListener::bind((Ipv4Addr::new(127, 0, 0, 3), 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut c = peer(Ipv4Addr::new(127, 0, 0, 3), 65003, closed);
+    (c.import_policy, c.export_policy) = (None, None);
+    a.add_peer(c).await.unwrap();
+    let s = eventually("a refused connect in the status", || async {
+        let s = status(&a, Ipv4Addr::new(127, 0, 0, 3)).await;
+        s.connect_failure.is_some().then_some(s)
+    })
+    .await;
+    assert_eq!(s.connect_failure, Some(ConnectFailure::Refused));
+    assert_eq!(
+        s.last_error.as_deref(),
+        Some("connecting: connection refused")
+    );
+    // Two more ConnectRetry rounds (1 s each): still the typed cause, not the FSM's words.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let s = status(&a, Ipv4Addr::new(127, 0, 0, 3)).await;
+    assert_eq!(s.connect_failure, Some(ConnectFailure::Refused));
+    assert_eq!(
+        s.last_error.as_deref(),
+        Some("connecting: connection refused")
+    );
+    a.shutdown().await.unwrap();
 }

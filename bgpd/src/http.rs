@@ -168,6 +168,9 @@ pub struct PeerView {
     pub last_notification_received: Option<NotificationView>,
     /// Why the session last went down, in words.
     pub last_error: Option<String>,
+    /// When `last_error` is a failed outgoing connect, its cause: `refused`, `unreachable`,
+    /// `no_answer` or `other`.
+    pub connect_failure: Option<&'static str>,
     /// Routes kept as stale until (graceful restart helper), Unix seconds.
     pub stale_until: Option<f64>,
     pub max_prefix_tripped: bool,
@@ -198,6 +201,7 @@ impl From<&PeerStatus> for PeerView {
             last_notification_sent: p.last_notification_sent.as_ref().map(Into::into),
             last_notification_received: p.last_notification_received.as_ref().map(Into::into),
             last_error: p.last_error.clone(),
+            connect_failure: p.connect_failure.as_ref().map(|c| c.kind()),
             stale_until: p.stale_until.map(unix_secs),
             max_prefix_tripped: p.max_prefix_tripped,
             max_prefix_restart_at: p.max_prefix_restart_at.map(unix_secs),

@@ -7,6 +7,7 @@
 //! in-memory transport lives in [`connection`].
 
 pub mod connection;
+pub mod failure;
 pub mod socket;
 
 use std::net::{IpAddr, SocketAddr};
@@ -32,6 +33,7 @@ use crate::wire::{
 pub use connection::{
     Connection, Connector, IncomingReceiver, IncomingSender, MemoryConnector, incoming_channel,
 };
+pub use failure::ConnectFailure;
 
 /// How long a write may block before the connection counts as failed. Bounded so a peer that
 /// stops reading cannot wedge the task; the hold timer covers the rest.
@@ -67,10 +69,10 @@ pub enum SessionEventKind {
     /// A decoded UPDATE (RFC 7606 outcomes inside: see [`Update::action`]).
     Update(Box<Update>),
     RouteRefresh(RouteRefresh),
-    /// An outgoing connection attempt failed (refused, unreachable, timed out); `error`
-    /// says why in words. The FSM retries on its ConnectRetry timer.
+    /// An outgoing connection attempt failed; `cause` says why (its `Display` in words).
+    /// The FSM retries on its ConnectRetry timer.
     ConnectFailed {
-        error: String,
+        cause: ConnectFailure,
     },
     /// The session went to Idle; `reason` says why in words (the NOTIFICATION decoded).
     Down {
@@ -439,7 +441,7 @@ impl Session {
                         Err(e) => {
                             debug!(peer = %self.peer, "connect failed: {e}");
                             self.emit(SessionEventKind::ConnectFailed {
-                                error: e.to_string(),
+                                cause: ConnectFailure::from_io(&e),
                             })
                             .await;
                             self.feed(Event::TcpConnectionFails).await;
@@ -455,13 +457,10 @@ impl Session {
                     if t == Timer::ConnectRetry
                         && self.connecting.as_ref().is_some_and(|h| !h.is_finished())
                     {
-                        let error = match self.connect_started {
-                            Some(at) => {
-                                format!("no answer within {} s", at.elapsed().as_secs().max(1))
-                            }
-                            None => "no answer".to_string(),
+                        let cause = ConnectFailure::NoAnswer {
+                            waited: self.connect_started.map(|at| at.elapsed()),
                         };
-                        self.emit(SessionEventKind::ConnectFailed { error }).await;
+                        self.emit(SessionEventKind::ConnectFailed { cause }).await;
                     }
                     let ev = match t {
                         Timer::ConnectRetry => Event::ConnectRetryTimerExpires,

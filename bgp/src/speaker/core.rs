@@ -38,8 +38,8 @@ use crate::rib::out::{GroupKey, OutBatch, UpdateGroups};
 use crate::rib::rules::ExportTarget;
 use crate::rib::{PeerId, PeerInfo, Prefix, Rib, RibConfig};
 use crate::session::{
-    Command, MessageCounters, SessionConfig, SessionEvent, SessionEventKind, incoming_channel,
-    spawn_counted,
+    Command, ConnectFailure, MessageCounters, SessionConfig, SessionEvent, SessionEventKind,
+    incoming_channel, spawn_counted,
 };
 use crate::wire::{
     Afi, Asn, DecodeContext, Family, Message, Notification, RouteRefresh, RouteRefreshSubtype,
@@ -89,6 +89,9 @@ struct Peer {
     last_sent: Option<NotificationInfo>,
     last_received: Option<NotificationInfo>,
     last_error: Option<String>,
+    /// Set with `last_error` when that came from a failed outgoing connect, cleared whenever
+    /// `last_error` says something else.
+    connect_failure: Option<ConnectFailure>,
     /// Graceful-restart helper: the peer's stale routes go at this time.
     stale_deadline: Option<Instant>,
     stale_deadline_wall: Option<SystemTime>,
@@ -442,6 +445,7 @@ impl Loop {
             last_sent: None,
             last_received: None,
             last_error: None,
+            connect_failure: None,
             stale_deadline: None,
             stale_deadline_wall: None,
             stale_families: BTreeSet::new(),
@@ -727,23 +731,23 @@ impl Loop {
                 return 1;
             }
             SessionEventKind::RouteRefresh(rr) => self.route_refresh(addr, rr),
-            SessionEventKind::ConnectFailed { error } => {
+            SessionEventKind::ConnectFailed { cause } => {
                 if let Some(p) = self.peers.get_mut(&addr) {
                     // RFC 2385 §2.0: a segment without the right digest is dropped without an
                     // answer, so a password mismatch looks exactly like an absent peer.
-                    let silent = error.starts_with("no answer") || error.contains("timed out");
-                    let hint = if silent && p.cfg.md5_password.is_some() {
+                    let hint = if cause.is_silent() && p.cfg.md5_password.is_some() {
                         "; a TCP MD5 password is set, and a peer with a different password \
                          (or none) drops our segments without answering"
                     } else {
                         ""
                     };
-                    let error = format!("connecting: {error}{hint}");
+                    let error = format!("connecting: {cause}{hint}");
                     // Once per distinct cause, not once per ConnectRetry.
                     if p.last_error.as_deref() != Some(error.as_str()) {
                         info!(peer = %addr, "cannot connect: {error}");
                     }
                     p.last_error = Some(error);
+                    p.connect_failure = Some(cause);
                 }
             }
             SessionEventKind::Down {
@@ -1082,19 +1086,18 @@ impl Loop {
             _ => {}
         }
         if !was_established {
-            // A failed connect already left its cause ("connecting: …"), which says more
-            // than the FSM's generic "TCP connection failed".
+            // A failed connect already left its cause, which says more than the FSM's
+            // generic "TCP connection failed".
             let keep = matches!(reason, DownReason::Stopped)
-                || (matches!(reason, DownReason::ConnectionFailed)
-                    && p.last_error
-                        .as_deref()
-                        .is_some_and(|e| e.starts_with("connecting: ")));
+                || (matches!(reason, DownReason::ConnectionFailed) && p.connect_failure.is_some());
             if !keep {
                 p.last_error = Some(reason.to_string());
+                p.connect_failure = None;
             }
             return;
         }
         p.last_error = Some(reason.to_string());
+        p.connect_failure = None;
         warn!(peer = %addr, "session down: {reason}");
         let id = p.id;
         p.deferred = false;
@@ -1306,6 +1309,7 @@ impl Loop {
                 last_notification_sent: p.last_sent.clone(),
                 last_notification_received: p.last_received.clone(),
                 last_error: p.last_error.clone(),
+                connect_failure: p.connect_failure.clone(),
                 stale_until: p.stale_deadline_wall,
                 max_prefix_restart_at: p.max_prefix_restart_wall,
                 max_prefix_tripped: p.max_prefix_tripped,

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::session::ConnectFailure;
 pub use config::{
     AddPathConfig, ConfigError, GracefulRestartSettings, MaxPrefixConfig, PeerChange, PeerConfig,
     SpeakerConfig, classify_change,

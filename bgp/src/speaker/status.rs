@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::fsm::State;
 use crate::rib::{PathAttrs, Prefix};
-use crate::session::MessageCounts;
+use crate::session::{ConnectFailure, MessageCounts};
 use crate::wire::{Notification, Origin};
 
 /// A NOTIFICATION as an operator reads it.
@@ -66,6 +66,9 @@ pub struct PeerStatus {
     pub last_notification_received: Option<NotificationInfo>,
     /// Why the session last went down, in words.
     pub last_error: Option<String>,
+    /// The cause behind `last_error` when that is a failed outgoing connect (refused,
+    /// unreachable, no answer): the same fact as a type, for callers that act on it.
+    pub connect_failure: Option<ConnectFailure>,
     /// The peer's routes are kept as stale (RFC 4724 helper) until this time.
     pub stale_until: Option<SystemTime>,
     /// Max-prefix tripped: the session starts again at this time (`None` with `max_prefix_tripped`:
