@@ -118,6 +118,12 @@ impl NodeEvents {
         self.emit(false, reason, note).await;
     }
 
+    /// Sends what [`super::EventTracker::observe`] found.
+    pub async fn send(&self, event: &super::NodeEvent) {
+        self.emit(event.warning, event.reason, event.note.clone())
+            .await;
+    }
+
     async fn emit(&self, warning: bool, reason: &str, note: String) {
         let key = Key {
             warning,

@@ -6,10 +6,22 @@
 //!   the same input gives the same output, byte for byte, so the publisher can tell "changed".
 //! - [`publisher`]: the edge that writes it — rate-limited, coalescing, compare-and-swap.
 //! - [`events`]: Events (events.k8s.io/v1) on the Node, deduplicated into series.
+//! - [`notable`]: which changes between two statuses deserve an Event (pure tracker).
 //!
 //! Owns the meaning of each status field and condition (documented in `docs/operations.md`,
 //! "Agent status and metrics"). Must not touch the speaker, the kernel or the plan: it only
 //! reads snapshots the agent's main loop hands it.
+//!
+//! Wiring in the agent's main loop (each time a snapshot changes — plan, speaker peers, route
+//! status, blocks):
+//!
+//! ```text
+//! let input = StatusInput { plan, plan_error, peers: &speaker.peers().await?, routes: Some(&routes.status().await?),
+//!                           blocks: &own_block_names, problems: &apply_problems, bgppeers: &bgppeers, now: SystemTime::now() };
+//! let status = status::build(&input);
+//! for e in tracker.observe(&input, &status) { events.send(&e).await; }   // EventTracker, NodeEvents
+//! publisher.publish(status);                                              // StatusPublisher: never blocks
+//! ```
 //!
 //! Conditions written (every one always present, so `kubectl wait` works):
 //!
@@ -20,6 +32,7 @@
 //! | `RoutesProgrammed` | the kernel accepted every route and no foreign route holds one of ours | `RoutesFailing`, `RouteConflicts`, `Unknown` (no reconciler status yet) |
 
 pub mod events;
+pub mod notable;
 pub mod publisher;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +52,7 @@ use crate::peering::{PeerKind, Plan, PlanError, Problem};
 use crate::routes::Status as RoutesStatus;
 
 pub use events::{EventsConfig, NodeEvents};
+pub use notable::{EventTracker, NodeEvent};
 pub use publisher::{PublisherConfig, StatusPublisher};
 
 /// Condition: every peer the cluster asks for is configured (no per-peer or per-object problem).
