@@ -3,6 +3,8 @@
 //! min / median / max; see `docs/benchmarks.md`.
 
 mod bgp;
+mod cni;
+mod datapath;
 mod fib;
 mod ipam;
 
@@ -24,6 +26,10 @@ enum Command {
     Fib(fib::FibArgs),
     /// IPAM: N Nodes join at once; time until every one has its block(s), API writes per node.
     Ipam(ipam::IpamArgs),
+    /// Pod-to-pod throughput across two nodes: host-to-host veth and VXLAN as anchors.
+    Datapath(datapath::DatapathArgs),
+    /// CNI ADD/DEL latency, sequential and concurrent: Tabby's shim + agent vs `ptp` + `host-local`.
+    Cni(cni::CniArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +37,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bgp(args) => bgp::run(args),
         Command::Fib(args) => fib::run(args),
         Command::Ipam(args) => ipam::run(args),
+        Command::Datapath(args) => datapath::run(args),
+        Command::Cni(args) => cni::run(args),
     }
 }
