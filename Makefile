@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test deps chart-tests fmt-check clippy unit-tests fuzz-smoke
+.PHONY: test deps chart-tests fmt-check clippy unit-tests fuzz-smoke lab lab-down
 
 ## test: install what is missing, then format check, clippy and every test.
 test: deps fmt-check clippy unit-tests
@@ -29,3 +29,17 @@ clippy:
 
 unit-tests:
 	$(CARGO) test --workspace --locked --no-fail-fast
+
+## lab: as root, the whole system live in network namespaces (kube-sim, IPAM controller, node
+## agents, an FRR top-of-rack, pods); prints what it built and leaves it running.
+## Options: make lab LAB_ARGS="--nodes 5 --ipv6 --no-mesh"
+LAB_BINS := -p tabby-lab -p tabby-kube-sim -p tabby-ipam-controller -p tabby-agent -p tabby-cni
+lab:
+	./scripts/install-deps.sh
+	$(CARGO) build --release --locked $(LAB_BINS)
+	./target/release/tabby-lab up $(LAB_ARGS)
+
+## lab-down: remove everything `make lab` made (processes, namespaces, files); safe to rerun.
+lab-down:
+	$(CARGO) build --release --locked -p tabby-lab
+	./target/release/tabby-lab down

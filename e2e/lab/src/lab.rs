@@ -572,7 +572,7 @@ impl Lab {
 
     fn check_process(&self, role: &str) -> Result<()> {
         match self.state.processes.get(role) {
-            Some(rec) if state::is_running(rec) || state::is_starting(rec) => Ok(()),
+            Some(rec) if state::is_alive(rec.pid) => Ok(()),
             Some(rec) => Err(LabError::Exited {
                 what: role.into(),
                 log: log_tail(&rec.log, 30),
@@ -1444,6 +1444,8 @@ fn spawn_detached(
         .ok_or_else(|| LabError::Other(format!("{role}: empty command")))?;
     let mut cmd = Command::new(program);
     cmd.args(args)
+        // Plain logs in the files (tracing's colours are for terminals).
+        .env("NO_COLOR", "1")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(out)
@@ -1605,7 +1607,7 @@ fn start_api(
         STEP_TIMEOUT,
         || log_tail(&log, 20),
         || {
-            if !state::is_running(&rec) {
+            if !state::is_alive(rec.pid) {
                 return Err(LabError::Exited {
                     what: "kube-sim".into(),
                     log: log_tail(&log, 20),

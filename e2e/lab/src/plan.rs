@@ -44,6 +44,8 @@ pub const SYSTEM_NAMESPACE: &str = "kube-system";
 pub const TOR_PEER_NAME: &str = "tor";
 /// Name of the Secret holding the ToR password, and its key.
 pub const TOR_SECRET: (&str, &str) = ("tor-bgp-password", "password");
+/// ConnectRetry on the ToR sessions, seconds.
+pub const CONNECT_RETRY_S: u16 = 5;
 /// Pods per node.
 pub const PODS_PER_NODE: usize = 2;
 /// The pods' Kubernetes namespace.
@@ -343,7 +345,13 @@ pub fn custom_resources(opts: &Options) -> Vec<Value> {
     }));
     let peer = |name: &str, ip: String| {
         // An empty nodeSelector: every node peers with the ToR (a global peer).
-        let mut spec = json!({"peerIP": ip, "asNumber": TOR_AS, "nodeSelector": {}});
+        // A short ConnectRetry: the ToR's restart and a password fix recover in seconds.
+        let mut spec = json!({
+            "peerIP": ip,
+            "asNumber": TOR_AS,
+            "nodeSelector": {},
+            "timers": {"connectRetryTime": CONNECT_RETRY_S},
+        });
         if opts.tor_password.is_some() {
             spec["password"] = json!({"name": TOR_SECRET.0, "key": TOR_SECRET.1});
         }

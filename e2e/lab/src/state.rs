@@ -131,9 +131,12 @@ pub fn is_running(rec: &ProcRecord) -> bool {
     read_cmdline(rec.pid).is_some_and(|live| cmdline_matches(&live, &rec.argv))
 }
 
-/// True when `pid` still runs the launcher (`nsenter` just before it execs the program).
+/// True when `pid` is on its way to the program: still our fork before `exec`, or the launcher
+/// (`nsenter`) just before it execs the program.
 pub fn is_starting(rec: &ProcRecord) -> bool {
-    read_cmdline(rec.pid).is_some_and(|live| cmdline_matches(&live, &rec.launch))
+    let ours: Vec<String> = read_cmdline(std::process::id()).unwrap_or_default();
+    read_cmdline(rec.pid)
+        .is_some_and(|live| cmdline_matches(&live, &rec.launch) || cmdline_matches(&live, &ours))
 }
 
 fn read_cmdline(pid: u32) -> Option<Vec<String>> {
@@ -144,6 +147,23 @@ fn read_cmdline(pid: u32) -> Option<Vec<String>> {
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect(),
     )
+}
+
+/// True while `pid` exists and is not a zombie. Used for processes we just started (our
+/// children: their pid cannot be reused before we reap them), where the command line may be
+/// in flux (fork, `nsenter`, `exec`).
+pub fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| process_state(&stat))
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+/// The state letter of a `/proc/<pid>/stat` line: the field after the parenthesised command
+/// name (which may itself contain spaces and parentheses).
+pub fn process_state(stat: &str) -> Option<char> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.trim_start().chars().next()
 }
 
 /// The pure part of [`is_running`]: the live argv equals the recorded one. An empty live argv
@@ -227,6 +247,15 @@ mod tests {
             e.contains("lab.json") && e.contains("not a lab record"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn process_state_skips_odd_command_names() {
+        assert_eq!(process_state("42 (bgpd) S 1 42"), Some('S'));
+        assert_eq!(process_state("42 (a) b) (c) Z 1"), Some('Z'));
+        assert_eq!(process_state("garbage"), None);
+        assert!(is_alive(std::process::id()));
+        assert!(!is_alive(u32::MAX));
     }
 
     #[test]
