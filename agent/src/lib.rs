@@ -2,6 +2,7 @@
 
 pub mod addr;
 pub mod cni;
+pub mod daemon;
 pub mod export;
 pub mod http;
 pub mod ipam;

@@ -37,6 +37,12 @@ use super::node::NodeInfo;
 /// The port external routers listen on (RFC 4271 §8.2.1); BGPPeer has no port field.
 pub const BGP_PORT: u16 = 179;
 
+/// ConnectRetry (seconds) of sessions between nodes. Only the lower address connects, so a
+/// node that starts after its mesh peers is reached only when their retry timer fires; the
+/// speaker's 30 s default would keep a joining node out of the mesh that long. A refused
+/// connection on the node network costs one RST. A BGPPeer's `connectRetryTime` still wins.
+pub const CLUSTER_CONNECT_RETRY: u16 = 3;
+
 /// Policy names the agent installs. Shared ones are constants; a BGPPeer with filters gets its
 /// own (see [`bgppeer_policy_name`]).
 pub const CLUSTER_IMPORT: &str = "tabby-cluster-import";
@@ -695,7 +701,7 @@ impl Ctx<'_> {
             ttl_security: None,
             hold_time: self.config.hold_time,
             keepalive: keepalive_or_default(self.config.hold_time, self.config.keepalive_time),
-            connect_retry: None,
+            connect_retry: cluster.then_some(CLUSTER_CONNECT_RETRY),
             graceful_restart: true,
             route_reflector_client: false,
             next_hop_mode: NextHopMode::Auto,

@@ -1,0 +1,493 @@
+//! The control loop: from the caches to the running speaker and the reconciler's own blocks.
+//!
+//! Owns the speaker's lifecycle (start once the node has a router id, restart only when
+//! speaker-wide settings change) and the record of what was applied. Level-triggered: every
+//! pass starts from a full snapshot, so a missed or coalesced event costs nothing; only the
+//! difference from what the speaker holds is applied ([`crate::peering::apply`]). Must not
+//! write anything to the API except this node's address annotations (autodetection).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams};
+use tabby_api::v1alpha1::IPAMBlock;
+use tabby_bgp::speaker::Speaker;
+use tokio::sync::{Notify, watch as channel};
+use tokio::task::JoinHandle;
+
+use super::fib::{self, LocalAddresses};
+use super::restart::{self, SweepReason};
+use super::watch::{Caches, Snapshot};
+use super::{AgentState, Config, DEBOUNCE, DaemonError};
+use crate::addr::{self, Family, Method};
+use crate::peering::node::{IPV4_ADDRESS_ANNOTATION, IPV6_ADDRESS_ANNOTATION};
+use crate::peering::{
+    Applied, Desired, NodeInfo, ObjectRef, PlanInput, Problem, apply, plan, speaker_config,
+};
+use crate::routes::{ReconcilerHandle, RouteSocket, TABBY_RT_PROTO};
+
+/// After a pass whose speaker calls or API writes failed, the next pass comes this soon.
+const RETRY: Duration = Duration::from_secs(5);
+/// How often the sweep condition is checked while routes adopted at start are kept.
+const SWEEP_CHECK: Duration = Duration::from_millis(500);
+
+struct Running {
+    speaker: Speaker,
+    feed: JoinHandle<()>,
+}
+
+/// The loop's state. Created by [`super::run`].
+pub struct Control {
+    cfg: Config,
+    client: kube::Client,
+    caches: Caches,
+    routes: ReconcilerHandle,
+    speaker: Option<Running>,
+    applied: Applied,
+    /// Announce the graceful restart at the next speaker start (the first one only).
+    restarting: bool,
+    /// Routes adopted at start wait for the sweep.
+    sweep_pending: bool,
+    started: Instant,
+    local: LocalAddresses,
+    last_batch: channel::Sender<Instant>,
+    own_blocks: Option<Vec<IpNet>>,
+    /// Annotation values this agent wrote (family → value), so a lagging cache does not make
+    /// it write again.
+    patched: [Option<String>; 2],
+    retry_at: Option<Instant>,
+    state: channel::Sender<AgentState>,
+}
+
+impl Control {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        cfg: Config,
+        client: kube::Client,
+        caches: Caches,
+        routes: ReconcilerHandle,
+        restarting: bool,
+        adopted: usize,
+        started: Instant,
+        state: channel::Sender<AgentState>,
+    ) -> Control {
+        Control {
+            cfg,
+            client,
+            caches,
+            routes,
+            speaker: None,
+            applied: Applied::default(),
+            restarting,
+            sweep_pending: adopted > 0,
+            started,
+            local: Arc::new(RwLock::new(Vec::new())),
+            last_batch: channel::Sender::new(Instant::now()),
+            own_blocks: None,
+            patched: [None, None],
+            retry_at: None,
+            state,
+        }
+    }
+
+    /// Waits for the caches, then runs a pass per burst of events until the caches stop.
+    pub(super) async fn run(&mut self, notify: Arc<Notify>) -> Result<(), DaemonError> {
+        self.caches
+            .ready()
+            .await
+            .map_err(|_| DaemonError::WatchesStopped)?;
+        tracing::info!(
+            after_ms = restart::since(self.started).as_millis() as u64,
+            "caches listed"
+        );
+        self.state.send_modify(|s| s.caches_ready = true);
+        if !self.sweep_pending {
+            self.state.send_modify(|s| s.swept = true);
+        }
+        let mut resync = tokio::time::interval(self.cfg.resync_interval);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep_check = tokio::time::interval(SWEEP_CHECK);
+        sweep_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.pass().await;
+            let retry = self.retry_at;
+            loop {
+                let retry_sleep = async {
+                    match retry {
+                        Some(t) => tokio::time::sleep_until(t.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = notify.notified() => {
+                        // Let the rest of the burst land in the caches.
+                        tokio::time::sleep(DEBOUNCE).await;
+                        break;
+                    }
+                    _ = resync.tick() => break,
+                    () = retry_sleep => break,
+                    _ = sweep_check.tick(), if self.sweep_pending => self.check_sweep().await,
+                }
+            }
+        }
+    }
+
+    /// One pass over everything.
+    async fn pass(&mut self) {
+        let node = self.cfg.node_name.clone();
+        let snap = self.caches.snapshot(&node);
+        let mut problems = Vec::new();
+        self.retry_at = None;
+
+        let blocks = own_blocks(&snap.blocks, &mut problems);
+        if self.own_blocks.as_ref() != Some(&blocks) {
+            tracing::info!(blocks = ?blocks, "own blocks");
+            if self.routes.set_own_blocks(blocks.clone()).is_err() {
+                tracing::error!("the route reconciler is not running");
+            }
+            self.own_blocks = Some(blocks.clone());
+        }
+
+        self.autodetect(&snap, &mut problems).await;
+
+        let interface_addrs = match interface_addresses() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing interface addresses");
+                None
+            }
+        };
+        let input = PlanInput {
+            node_name: &node,
+            nodes: &snap.nodes,
+            configuration: snap.configuration.as_ref(),
+            peers: &snap.peers,
+            secrets: &snap.secrets,
+            secret_namespace: &self.cfg.namespace,
+            local_addresses: interface_addrs.as_deref(),
+        };
+        let planned = plan(&input);
+        let plan = match &planned {
+            Ok(p) => p.clone(),
+            Err(e) => {
+                tracing::warn!(error = %e, "no peering plan; the previous one stays applied");
+                self.publish(planned, problems, blocks);
+                return;
+            }
+        };
+        problems.extend(plan.problems.iter().cloned());
+        if let Ok(mut l) = self.local.write() {
+            l.clone_from(&plan.local.addresses);
+        }
+        let (desired, export_problems) = Desired::from_plan(
+            &plan,
+            &snap.pools,
+            &snap.blocks,
+            snap.configuration.as_ref(),
+        );
+        problems.extend(export_problems);
+
+        if self.speaker.is_none() && !self.start_speaker(&plan.local, &mut problems) {
+            self.publish(planned, problems, blocks);
+            return;
+        }
+        let mut report = match &self.speaker {
+            Some(r) => apply(&r.speaker, &mut self.applied, &desired).await,
+            None => return,
+        };
+        if report.restart_needed {
+            tracing::info!(
+                asn = plan.local.asn,
+                router_id = ?plan.local.router_id,
+                "speaker-wide settings changed (AS, router id, cluster id, port or restart time); restarting the speaker"
+            );
+            self.stop_speaker(false).await;
+            if !self.start_speaker(&plan.local, &mut problems) {
+                self.publish(planned, problems, blocks);
+                return;
+            }
+            report = match &self.speaker {
+                Some(r) => apply(&r.speaker, &mut self.applied, &desired).await,
+                None => return,
+            };
+        }
+        if report.calls > 0 {
+            tracing::info!(
+                calls = report.calls,
+                errors = report.errors.len(),
+                peers = self.applied.peers.len(),
+                originated = self.applied.routes.len(),
+                "applied to the speaker"
+            );
+        }
+        for (peer, change) in &report.peer_changes {
+            tracing::info!(%peer, ?change, "peer updated");
+        }
+        for e in &report.errors {
+            problems.push(Problem {
+                object: ObjectRef::new("Node", &node),
+                peer: None,
+                reason: format!("speaker call {} failed: {}", e.call, e.error),
+            });
+        }
+        if !report.errors.is_empty() {
+            self.retry_soon();
+        }
+        self.publish(planned, problems, blocks);
+    }
+
+    fn retry_soon(&mut self) {
+        let at = Instant::now() + RETRY;
+        self.retry_at = Some(self.retry_at.map_or(at, |t| t.min(at)));
+    }
+
+    fn publish(
+        &mut self,
+        planned: Result<crate::peering::Plan, crate::peering::PlanError>,
+        mut problems: Vec<Problem>,
+        blocks: Vec<IpNet>,
+    ) {
+        problems.sort();
+        problems.dedup();
+        let speaker = self.speaker.as_ref().map(|r| r.speaker.clone());
+        let addresses = self.local.read().map(|l| l.clone()).unwrap_or_default();
+        self.state.send_modify(|s| {
+            s.plan = Some(planned);
+            s.problems = problems;
+            s.own_blocks = blocks;
+            s.speaker = speaker;
+            s.addresses = addresses;
+            s.passes += 1;
+        });
+    }
+
+    /// Starts the speaker; false (with a problem) when it cannot run yet.
+    fn start_speaker(
+        &mut self,
+        local: &crate::peering::LocalSettings,
+        problems: &mut Vec<Problem>,
+    ) -> bool {
+        // Without a router id the plan already says why.
+        let Some(cfg) = speaker_config(local, self.restarting) else {
+            return false;
+        };
+        let speaker = match Speaker::start(cfg) {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(Problem {
+                    object: ObjectRef::new("Node", &local.node),
+                    peer: None,
+                    reason: format!("the BGP speaker cannot start: {e}"),
+                });
+                self.retry_soon();
+                return false;
+            }
+        };
+        tracing::info!(
+            asn = local.asn,
+            router_id = ?local.router_id,
+            listen = ?speaker.listening(),
+            restarting = self.restarting,
+            "BGP speaker started"
+        );
+        self.restarting = false;
+        let sub_speaker = speaker.clone();
+        let routes = self.routes.clone();
+        let local_addrs = Arc::clone(&self.local);
+        let last_batch = self.last_batch.clone();
+        let feed = tokio::spawn(async move {
+            match sub_speaker.subscribe().await {
+                Ok(sub) => fib::feed(sub, routes, local_addrs, last_batch).await,
+                Err(e) => tracing::error!(error = %e, "subscribing to best paths"),
+            }
+        });
+        self.applied = Applied::default();
+        self.speaker = Some(Running { speaker, feed });
+        true
+    }
+
+    /// Stops the speaker. `for_restart`: sessions close without NOTIFICATION so peers keep our
+    /// routes (RFC 4724 §4.1); otherwise Cease, and the feed withdraws what it installed.
+    async fn stop_speaker(&mut self, for_restart: bool) {
+        let Some(r) = self.speaker.take() else {
+            return;
+        };
+        let stopped = if for_restart {
+            r.speaker.shutdown_for_restart().await
+        } else {
+            r.speaker.shutdown().await
+        };
+        if let Err(e) = stopped {
+            tracing::warn!(error = %e, "stopping the speaker");
+        }
+        if for_restart {
+            r.feed.abort();
+        } else if tokio::time::timeout(Duration::from_secs(5), r.feed)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the best-path feed did not finish within 5 s");
+        }
+        self.applied = Applied::default();
+    }
+
+    /// On exit: sessions closed for a graceful restart; kernel routes untouched.
+    pub(super) async fn stop_for_restart(&mut self) {
+        self.stop_speaker(true).await;
+        tracing::info!("stopped for restart: kernel routes kept, peers keep ours as stale");
+    }
+
+    /// Sweeps the routes adopted at start once every peer's table arrived, or at the timeout.
+    async fn check_sweep(&mut self) {
+        let Some(r) = &self.speaker else {
+            if restart::since(self.started) >= self.cfg.stale_routes_time {
+                self.sweep(SweepReason::Timeout).await;
+            }
+            return;
+        };
+        if self.applied.local.is_none() {
+            return;
+        }
+        let statuses = match r.speaker.peers().await {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let planned: BTreeSet<IpAddr> = self.applied.peers.keys().copied().collect();
+        let quiet = restart::since(*self.last_batch.borrow());
+        if let Some(why) = restart::sweep_due(
+            restart::since(self.started),
+            self.cfg.stale_routes_time,
+            &planned,
+            &statuses,
+            quiet,
+        ) {
+            self.sweep(why).await;
+        }
+    }
+
+    async fn sweep(&mut self, why: SweepReason) {
+        match self.routes.sweep().await {
+            Ok(Ok(report)) => {
+                tracing::info!(
+                    reason = ?why,
+                    deleted = report.deleted,
+                    after_ms = restart::since(self.started).as_millis() as u64,
+                    "stale routes from before the restart swept"
+                );
+                self.sweep_pending = false;
+                self.state.send_modify(|s| s.swept = true);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "sweeping stale routes; retrying"),
+            Err(_) => tracing::error!("the route reconciler is not running"),
+        }
+    }
+
+    /// Autodetects the addresses the Node lacks and writes them as annotations, so this
+    /// agent and every other node's agent see them (the mesh needs them).
+    async fn autodetect(&mut self, snap: &Snapshot, problems: &mut Vec<Problem>) {
+        let Some(node) = snap
+            .nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(self.cfg.node_name.as_str()))
+        else {
+            return;
+        };
+        let (Some(info), _) = NodeInfo::from_node(node) else {
+            return;
+        };
+        let wanted: [(Option<Method>, Family, bool, &str); 2] = [
+            (
+                self.cfg.ipv4_autodetect.clone(),
+                Family::V4,
+                info.ipv4.is_none(),
+                IPV4_ADDRESS_ANNOTATION,
+            ),
+            (
+                self.cfg.ipv6_autodetect.clone(),
+                Family::V6,
+                info.ipv6.is_none(),
+                IPV6_ADDRESS_ANNOTATION,
+            ),
+        ];
+        for (i, (method, family, missing, annotation)) in wanted.into_iter().enumerate() {
+            let (Some(method), true) = (method, missing) else {
+                continue;
+            };
+            let net = match addr::netlink::autodetect(&method, family) {
+                Ok(n) => n,
+                Err(e) => {
+                    problems.push(Problem {
+                        object: ObjectRef::new("Node", &self.cfg.node_name),
+                        peer: None,
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let value = net.to_string();
+            if self.patched[i].as_deref() == Some(value.as_str()) {
+                continue;
+            }
+            let api: Api<Node> = Api::all(self.client.clone());
+            let patch = serde_json::json!({"metadata": {"annotations": {annotation: value}}});
+            match api
+                .patch(
+                    &self.cfg.node_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(%method, address = %value, annotation, "address autodetected");
+                    self.patched[i] = Some(value);
+                }
+                Err(e) => {
+                    problems.push(Problem {
+                        object: ObjectRef::new("Node", &self.cfg.node_name),
+                        peer: None,
+                        reason: format!(
+                            "autodetected {value} ({method}) but could not annotate the Node: {e}"
+                        ),
+                    });
+                    self.retry_soon();
+                }
+            }
+        }
+    }
+}
+
+/// This node's blocks as CIDRs; a block whose CIDR does not parse is reported.
+fn own_blocks(blocks: &[IPAMBlock], problems: &mut Vec<Problem>) -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = Vec::new();
+    for b in blocks {
+        match b.spec.cidr.parse::<IpNet>() {
+            Ok(n) if n.trunc() == n => out.push(n),
+            _ => problems.push(Problem {
+                object: ObjectRef::new("IPAMBlock", b.metadata.name.clone().unwrap_or_default()),
+                peer: None,
+                reason: format!(
+                    "spec.cidr {:?} is not a CIDR without host bits; not blackholed",
+                    b.spec.cidr
+                ),
+            }),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Every address on this node's interfaces (for the plan's `sourceAddress` checks).
+fn interface_addresses() -> Result<Vec<IpAddr>, crate::routes::NetlinkError> {
+    let mut sock = RouteSocket::new(TABBY_RT_PROTO)?;
+    let ifaces = addr::netlink::interfaces(&mut sock)?;
+    Ok(ifaces
+        .iter()
+        .flat_map(|i| i.addrs.iter().map(|a| a.addr()))
+        .collect())
+}

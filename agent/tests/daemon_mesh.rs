@@ -1,0 +1,96 @@
+//! The `tabby-agent` binary on three nodes (one network namespace each, a shared bridge)
+//! against `tabby-kube-sim`: the iBGP mesh comes up from the Node objects alone, every node
+//! blackholes its own block and routes (proto 84) to every other node's block via that node,
+//! and a BGPPeer added for one node opens one more session without touching any mesh session.
+//! Needs root; skips otherwise.
+
+mod daemon_common;
+
+use std::time::{Duration, Instant};
+
+use daemon_common::*;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use tabby_api::v1alpha1::BGPPeer;
+
+#[test]
+fn mesh_comes_up_and_a_new_peer_resets_no_session() {
+    if skip_unless_root_and(&["ip", "ss"]) {
+        return;
+    }
+    let mut lab = Lab::new(3, 101);
+    lab.block_on(async |lab: &mut Lab, client| {
+        create_pool(&client).await;
+        for i in 1..=3 {
+            create_node(&client, lab, i).await;
+            create_block(&client, lab, i).await;
+        }
+        let start = Instant::now();
+        for i in 1..=3 {
+            lab.start_agent(i, &["--stale-routes-time", "30"]);
+        }
+        let up = wait_for(Duration::from_secs(30), || {
+            (1..=3).all(|i| mesh_routes_ok(lab, i))
+        })
+        .await;
+        let up = up.unwrap_or_else(|| {
+            panic!(
+                "mesh routes not complete within 30 s: {:?}",
+                (1..=3)
+                    .map(|i| tabby_routes(&lab.node(i).ns))
+                    .collect::<Vec<_>>()
+            )
+        });
+        eprintln!(
+            "mesh up: every node has its blackhole and routes to the others {:.2} s after the agents started",
+            (start.elapsed().min(up)).as_secs_f64()
+        );
+        // Each node: two mesh sessions (one TCP connection per pair: only one side connects).
+        for i in 1..=3 {
+            let conns = bgp_connections(&lab.node(i).ns);
+            assert_eq!(conns.len(), 2, "node-{i} BGP connections: {conns:?}");
+        }
+        // Only routes of ours, exactly one per block: no duplicates.
+        for i in 1..=3 {
+            let routes = tabby_routes(&lab.node(i).ns);
+            assert_eq!(routes.len(), 3, "node-{i}: {routes:?}");
+        }
+
+        // A BGPPeer for node-1 only, towards a router that does not answer.
+        let before: Vec<_> = (1..=3).map(|i| bgp_connections(&lab.node(i).ns)).collect();
+        let tor = format!("10.{}.0.200", lab.net);
+        let peer: BGPPeer = serde_json::from_value(json!({
+            "apiVersion": "tabby.dev/v1alpha1",
+            "kind": "BGPPeer",
+            "metadata": {"name": "tor-node-1"},
+            "spec": {"peerIP": tor, "asNumber": 65000, "node": "node-1"},
+        }))
+        .unwrap();
+        Api::<BGPPeer>::all(client.clone())
+            .create(&PostParams::default(), &peer)
+            .await
+            .expect("create BGPPeer");
+        let ns1 = &lab.node(1).ns;
+        assert!(
+            wait_for(Duration::from_secs(10), || connecting_to(ns1, &tor))
+                .await
+                .is_some(),
+            "node-1 never tried to connect to the new peer {tor}"
+        );
+        // Give a wrongly reset session time to show.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for i in 1..=3 {
+            let after = bgp_connections(&lab.node(i).ns);
+            assert_eq!(
+                after,
+                before[i - 1],
+                "node-{i}: mesh connections changed after adding a BGPPeer"
+            );
+            assert!(mesh_routes_ok(lab, i), "node-{i} lost mesh routes");
+        }
+        // The other nodes do not peer with it.
+        for i in 2..=3 {
+            assert!(!connecting_to(&lab.node(i).ns, &tor), "node-{i} peers with {tor}");
+        }
+    });
+}
