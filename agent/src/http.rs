@@ -23,6 +23,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tabby_api::v1alpha1::nodenetworkstatus::{NodeNetworkStatusStatus, PeerType, SessionState};
 
 use crate::metrics::AgentMetrics;
 
@@ -103,6 +104,25 @@ impl Health {
             f.sessions_configured = configured;
             f.sessions_down = not_established;
         });
+    }
+
+    /// The sessions as the built NodeNetworkStatus lists them (configured, including peers left
+    /// out for a problem; those not Established as `"address (type)"`).
+    pub fn set_sessions_from(&self, status: &NodeNetworkStatusStatus) {
+        let down = status
+            .sessions
+            .iter()
+            .filter(|s| s.state != SessionState::Established)
+            .map(|s| {
+                let kind = match s.peer_type {
+                    PeerType::NodeMesh => "mesh",
+                    PeerType::GlobalPeer => "global",
+                    PeerType::NodePeer => "node",
+                };
+                format!("{} ({kind})", s.peer_ip)
+            })
+            .collect();
+        self.set_sessions(status.sessions_total as usize, down);
     }
 
     /// Liveness.
@@ -295,6 +315,42 @@ mod tests {
         let (ok, why) = h.readiness_at(t0 + Duration::from_secs(600));
         assert!(!ok);
         assert_eq!(why, "the BGP speaker is not running");
+    }
+
+    #[test]
+    fn sessions_from_a_status() {
+        use tabby_api::v1alpha1::nodenetworkstatus::BGPSessionStatus;
+        let session = |ip: &str, t: PeerType, state: SessionState| BGPSessionStatus {
+            peer_ip: ip.into(),
+            peer_as: 64512,
+            peer_type: t,
+            state,
+            since: None,
+            prefixes_received: 0,
+            prefixes_accepted: 0,
+            prefixes_advertised: 0,
+            last_error: None,
+        };
+        let h = Health::new(Duration::from_secs(60));
+        all_up(&h);
+        h.set_sessions_from(&NodeNetworkStatusStatus {
+            sessions_total: 3,
+            sessions_established: 1,
+            sessions: vec![
+                session("10.0.0.2", PeerType::NodeMesh, SessionState::Established),
+                session("192.0.2.1", PeerType::GlobalPeer, SessionState::Idle),
+                session("192.0.2.9", PeerType::NodePeer, SessionState::Active),
+            ],
+            ..NodeNetworkStatusStatus::default()
+        });
+        let (ok, why) = h.readiness_at(h.started);
+        assert!(!ok);
+        assert!(
+            why.starts_with(
+                "2 of 3 BGP session(s) not Established: 192.0.2.1 (global), 192.0.2.9 (node);"
+            ),
+            "{why}"
+        );
     }
 
     #[test]

@@ -226,16 +226,39 @@ async fn recovers_after_the_object_is_deleted_and_after_conflicts() {
     .await;
     assert_ne!(restored.metadata.uid, again.metadata.uid);
 
-    // Someone else writes the status (a stale agent): our next write wins through a 409 and
-    // a re-read; and the periodic re-check puts our content back even without a change.
+    // Someone else writes the status (a stale agent) and we publish a change at once: our
+    // cached resourceVersion is stale, the 409 makes us re-read, and our write wins.
     let mut theirs = restored.clone();
     theirs.status = Some(status(0, 9, 0));
     api.replace_status("n2", &PostParams::default(), &theirs)
         .await
         .unwrap();
-    wait_for(&api, "n2", "our status back", |s| s.sessions_total == 2).await;
     publisher.publish(status(2, 2, 7));
-    wait_for(&api, "n2", "the next change", |s| s.routes_programmed == 7).await;
+    wait_for(&api, "n2", "our change over theirs", |s| {
+        s.routes_programmed == 7 && s.sessions_total == 2
+    })
+    .await;
+    assert!(
+        publisher
+            .stats()
+            .conflicts
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1,
+        "the stale write was not a 409"
+    );
+
+    // Someone overwrites it again while nothing changes here: the periodic re-check puts our
+    // content back.
+    let current = api.get("n2").await.unwrap();
+    let mut theirs = current.clone();
+    theirs.status = Some(status(0, 9, 0));
+    api.replace_status("n2", &PostParams::default(), &theirs)
+        .await
+        .unwrap();
+    wait_for(&api, "n2", "our status back", |s| {
+        s.sessions_total == 2 && s.routes_programmed == 7
+    })
+    .await;
 
     let bad = undeclared(&sim.stats(), &["delete nodenetworkstatuses.tabby.dev"]);
     assert!(bad.is_empty(), "undeclared API calls: {bad:?}");

@@ -67,6 +67,8 @@ pub struct PublisherStats {
     pub errors: AtomicU64,
     /// Times the object had to be created (first start, or after someone deleted it).
     pub creates: AtomicU64,
+    /// 409s on the status write (someone else wrote in between), each followed by a re-read.
+    pub conflicts: AtomicU64,
 }
 
 /// The handle; dropping it stops the writer.
@@ -235,6 +237,7 @@ impl Writer {
                     return Ok(Outcome::Wrote(held));
                 }
                 Err(kube::Error::Api(s)) if s.is_conflict() => {
+                    self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(node = %self.node, "NodeNetworkStatus changed under us; re-reading");
                     self.object = self.api.get_opt(&self.node).await?;
                 }
