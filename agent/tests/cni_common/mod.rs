@@ -86,6 +86,11 @@ pub struct Lab {
 impl Lab {
     pub fn new() -> Lab {
         let node = Netns::new().expect("node netns");
+        // The node's own addresses (a real node has them; without one, the node's pings to
+        // pods would leave from 127.0.0.1 and be dropped as martians).
+        // On `lo`: this kernel may lack the dummy driver.
+        node.add_addr("lo", "192.168.255.1/32").expect("node v4");
+        node.add_addr("lo", "fd00:ffff::1/128").expect("node v6");
         enter(&node);
         let rt = runtime_in(&node, 2);
         let (sim, client) = rt.block_on(async {
