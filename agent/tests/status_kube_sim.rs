@@ -3,6 +3,8 @@
 //! recovery after deletion, conflict handling, series deduplication of Events — and that only the
 //! API calls the agent declares (`tabby_api::rbac::AGENT_API_CALLS`) are made.
 
+mod peering_fixtures;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -438,5 +440,63 @@ async fn node_events_are_deduplicated_into_series() {
         ],
     );
     assert!(bad.is_empty(), "undeclared API calls: {bad:?}");
+    sim.shutdown().await;
+}
+
+/// A full built status — conditions, a left-out peer with its reason, sessions of every type,
+/// blocks — passes the CRD's schema and CEL rules on the API server, and reads back equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_built_status_is_accepted_by_the_crd_schema() {
+    use peering_fixtures::*;
+    use tabby_agent::status::{StatusInput, build};
+    let (sim, client) = sim().await;
+    create_node(&client, "a").await;
+    let bgppeers = vec![
+        bgppeer(
+            "tor-a",
+            serde_json::json!({"peerIP": "192.0.2.1", "asNumber": 65001, "nodeSelector": {},
+                   "password": {"name": "tor-pw", "key": "password"}}),
+        ),
+        bgppeer(
+            "rr",
+            serde_json::json!({"peerIP": "192.0.2.2", "asNumber": 64512, "node": "a"}),
+        ),
+    ];
+    let w = World {
+        nodes: three_nodes(),
+        peers: bgppeers.clone(),
+        ..World::default()
+    };
+    let plan = w.plan("a");
+    let blocks = vec!["10-244-0-0-26".to_string(), "fd00-10--0-122".to_string()];
+    let built = build(&StatusInput {
+        plan: Some(&plan),
+        plan_error: None,
+        peers: &[],
+        routes: None,
+        blocks: &blocks,
+        problems: &[],
+        bgppeers: &bgppeers,
+        now: std::time::SystemTime::now(),
+    });
+    assert_eq!(built.sessions.len(), 6, "{:?}", built.sessions);
+    assert!(!built.conditions.is_empty());
+    let api: Api<NodeNetworkStatus> = Api::all(client.clone());
+    let publisher = StatusPublisher::spawn(client.clone(), "a".into(), Duration::from_millis(100));
+    publisher.publish(built.clone());
+    let o = wait_for(&api, "a", "the built status", |s| s.sessions.len() == 6).await;
+    let mut held = o.status.unwrap();
+    assert!(held.update_time.is_some());
+    held.update_time = None;
+    assert_eq!(held, built, "what the server holds is what was built");
+    assert_eq!(
+        publisher
+            .stats()
+            .errors
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "no write was refused"
+    );
+    drop(publisher);
     sim.shutdown().await;
 }
