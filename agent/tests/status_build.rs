@@ -636,3 +636,66 @@ fn duplicate_node_address_problem_adds_no_session() {
     assert_eq!(ips, [ip("10.0.0.2")]);
     assert_valid(&s);
 }
+
+/// The agent rebuilds the status every few seconds with a new `now`; the publisher's
+/// `carry_times` keeps earlier timestamps while nothing changed, so those rebuilds compare
+/// equal (no write) — and a condition that flips gets the new time, the others keep theirs.
+#[test]
+fn rebuilds_with_a_later_clock_compare_equal_after_carry_times() {
+    use tabby_agent::status::publisher::carry_times;
+    let (w, bgppeers) = tor_world(json!({
+        "peerIP": "192.0.2.1", "asNumber": 65001, "nodeSelector": {},
+        "password": {"name": "tor-pw", "key": "password"}
+    }));
+    let plan = w.plan("a");
+    let peers = established(&["10.0.0.2", "10.0.0.3", "fd00::2", "fd00::3"]);
+    let routes = routes_ok(3, 0);
+    let at = |secs: u64, routes: &RoutesStatus| {
+        build(&StatusInput {
+            plan: Some(&plan),
+            plan_error: None,
+            peers: &peers,
+            routes: Some(routes),
+            blocks: &[],
+            problems: &[],
+            bgppeers: &bgppeers,
+            now: now() + Duration::from_secs(secs),
+        })
+    };
+    let first = at(0, &routes);
+    let later = at(30, &routes);
+    assert_ne!(first, later, "the raw builds differ by their timestamps");
+    assert_eq!(carry_times(Some(&first), later), first);
+
+    // RoutesProgrammed flips to False: its time moves, Ready's and PeersApplied's stay.
+    let key = RouteKey::new("10.244.9.0/26".parse().unwrap(), 254, 50);
+    let failing = RoutesStatus {
+        routes_v4: 3,
+        failures: vec![(key, "No such device".into())],
+        ..RoutesStatus::default()
+    };
+    let flipped = carry_times(Some(&first), at(60, &failing));
+    let time_of = |s: &NodeNetworkStatusStatus, t: &str| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap()
+            .last_transition_time
+            .0
+            .as_second()
+    };
+    let t0 = 1_800_000_000;
+    assert_eq!(time_of(&flipped, CONDITION_ROUTES_PROGRAMMED), t0 + 60);
+    assert_eq!(time_of(&flipped, CONDITION_PEERS_APPLIED), t0);
+    assert_eq!(
+        time_of(&flipped, CONDITION_READY),
+        t0,
+        "Ready was already False (a peer left out)"
+    );
+    // The same lastError keeps its first time.
+    assert_eq!(flipped.last_error, first.last_error);
+    assert_eq!(
+        flipped.last_error_time.as_ref().map(|t| t.0.as_second()),
+        Some(t0)
+    );
+}
