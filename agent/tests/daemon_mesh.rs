@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use daemon_common::*;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use tabby_api::v1alpha1::BGPPeer;
+use tabby_api::v1alpha1::{BGPPeer, NodeNetworkStatus};
 
 #[test]
 fn mesh_comes_up_and_a_new_peer_resets_no_session() {
@@ -54,6 +54,38 @@ fn mesh_comes_up_and_a_new_peer_resets_no_session() {
         for i in 1..=3 {
             let routes = tabby_routes(&lab.node(i).ns);
             assert_eq!(routes.len(), 3, "node-{i}: {routes:?}");
+        }
+
+        // Every agent is ready, serves metrics, and its NodeNetworkStatus shows both sessions.
+        for i in 1..=3 {
+            let ns = &lab.node(i).ns;
+            assert!(
+                wait_for(Duration::from_secs(15), || {
+                    agent_http(ns, "/readyz").is_some_and(|(c, _)| c == 200)
+                })
+                .await
+                .is_some(),
+                "node-{i} not ready: {:?}",
+                agent_http(ns, "/readyz")
+            );
+            let (code, metrics) = agent_http(ns, "/metrics").expect("metrics");
+            assert_eq!(code, 200);
+            assert!(metrics.contains("tabby_agent_routes"), "{metrics}");
+        }
+        let statuses: Api<NodeNetworkStatus> = Api::all(client.clone());
+        for i in 1..=3 {
+            let name = lab.node(i).name.clone();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let mut last = None;
+            let mut ok = false;
+            while !ok && Instant::now() < deadline {
+                last = statuses.get_opt(&name).await.ok().flatten().and_then(|o| o.status);
+                ok = last
+                    .as_ref()
+                    .is_some_and(|s| s.sessions_established == 2 && s.sessions_total == 2);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(ok, "NodeNetworkStatus {name}: {last:?}");
         }
 
         // A BGPPeer for node-1 only, towards a router that does not answer.

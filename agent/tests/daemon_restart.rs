@@ -109,6 +109,13 @@ fn sigkill_and_restart_keep_routes_and_sweep_only_stale_ones() {
             swept.as_secs_f64().max(restarted.elapsed().as_secs_f64().min(swept.as_secs_f64()))
         );
         let log = lab.agent_log(1);
+        if std::env::var_os("TABBY_TEST_SHOW_LOGS").is_some() {
+            eprintln!("{log}");
+        }
+        assert!(
+            log.contains("CNI service serving"),
+            "the CNI service did not start:\n{log}"
+        );
         assert!(
             log.contains("announcing graceful restart"),
             "the second run did not start as a restart:\n{log}"
@@ -125,5 +132,9 @@ fn sigkill_and_restart_keep_routes_and_sweep_only_stale_ones() {
             lab.agent_log(1)
         );
         assert!(mesh_routes_ok(lab, 1), "routes flushed on SIGTERM");
+        assert!(
+            !lab.node(1).state_dir.join("cni.sock").exists(),
+            "the CNI socket outlived the agent"
+        );
     });
 }

@@ -175,11 +175,10 @@ impl Control {
             Ok(p) => p.clone(),
             Err(e) => {
                 tracing::warn!(error = %e, "no peering plan; the previous one stays applied");
-                self.publish(planned, problems, blocks);
+                self.publish(&snap, planned, problems, blocks);
                 return;
             }
         };
-        problems.extend(plan.problems.iter().cloned());
         if let Ok(mut l) = self.local.write() {
             l.clone_from(&plan.local.addresses);
         }
@@ -192,7 +191,7 @@ impl Control {
         problems.extend(export_problems);
 
         if self.speaker.is_none() && !self.start_speaker(&plan.local, &mut problems) {
-            self.publish(planned, problems, blocks);
+            self.publish(&snap, planned, problems, blocks);
             return;
         }
         let mut report = match &self.speaker {
@@ -207,7 +206,7 @@ impl Control {
             );
             self.stop_speaker(false).await;
             if !self.start_speaker(&plan.local, &mut problems) {
-                self.publish(planned, problems, blocks);
+                self.publish(&snap, planned, problems, blocks);
                 return;
             }
             report = match &self.speaker {
@@ -237,7 +236,7 @@ impl Control {
         if !report.errors.is_empty() {
             self.retry_soon();
         }
-        self.publish(planned, problems, blocks);
+        self.publish(&snap, planned, problems, blocks);
     }
 
     fn retry_soon(&mut self) {
@@ -247,6 +246,7 @@ impl Control {
 
     fn publish(
         &mut self,
+        snap: &Snapshot,
         planned: Result<crate::peering::Plan, crate::peering::PlanError>,
         mut problems: Vec<Problem>,
         blocks: Vec<IpNet>,
@@ -255,10 +255,24 @@ impl Control {
         problems.dedup();
         let speaker = self.speaker.as_ref().map(|r| r.speaker.clone());
         let addresses = self.local.read().map(|l| l.clone()).unwrap_or_default();
+        let block_names = snap
+            .blocks
+            .iter()
+            .filter_map(|b| b.metadata.name.clone())
+            .collect();
         self.state.send_modify(|s| {
-            s.plan = Some(planned);
+            match planned {
+                Ok(p) => {
+                    s.plan = Some(p);
+                    s.plan_error = None;
+                }
+                Err(e) => s.plan_error = Some(e),
+            }
             s.problems = problems;
             s.own_blocks = blocks;
+            s.own_block_names = block_names;
+            s.bgppeers.clone_from(&snap.peers);
+            s.pools.clone_from(&snap.pools);
             s.speaker = speaker;
             s.addresses = addresses;
             s.passes += 1;

@@ -12,6 +12,8 @@
 //!   published [`AgentState`] for NodeNetworkStatus and Events.
 //! - [`fib`]: the speaker's best-path stream into the reconciler.
 //! - [`restart`]: the run marker, and when adopted routes are swept.
+//! - [`services`]: HTTP (health, readiness, metrics), NodeNetworkStatus and Events, the CNI
+//!   socket and natOutgoing, fed from the published [`AgentState`].
 //!
 //! Start: the reconciler adopts our kernel routes (no flush); the speaker starts as restarting
 //! (RFC 4724) when the marker says we ran before and routes are still in the kernel. Stop
@@ -22,6 +24,7 @@ pub mod api_calls;
 pub mod control;
 pub mod fib;
 pub mod restart;
+pub mod services;
 pub mod watch;
 
 use std::future::Future;
@@ -31,6 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
+use tabby_api::v1alpha1::{BGPPeer, IPPool};
 use tabby_bgp::speaker::Speaker;
 use tokio::sync::{Notify, watch as channel};
 
@@ -82,19 +86,25 @@ impl Config {
     }
 }
 
-/// What the agent knows and did, published after every pass for status, metrics and
-/// readiness. Cheap to clone (the speaker is a handle).
+/// What the agent knows and did, published after every pass for status, metrics, readiness
+/// and natOutgoing. Cheap to clone (the speaker is a handle).
 #[derive(Clone, Debug, Default)]
 pub struct AgentState {
     /// Every watch completed its first list.
     pub caches_ready: bool,
-    /// The last plan, or why none could be made (the previous one then stays applied).
-    pub plan: Option<Result<Plan, PlanError>>,
-    /// Everything that could not be applied, in words: plan, export, autodetection, and
-    /// speaker calls that failed.
+    /// The plan in force (the last one that could be made).
+    pub plan: Option<Plan>,
+    /// Why the latest attempt to plan failed, if it did (the previous plan then stays).
+    pub plan_error: Option<PlanError>,
+    /// Problems found outside planning, in words: export, autodetection, speaker calls that
+    /// failed. The plan's own are in `plan`.
     pub problems: Vec<Problem>,
-    /// This node's blocks (blackholed and announced).
+    /// This node's blocks (blackholed and announced), and their object names.
     pub own_blocks: Vec<IpNet>,
+    pub own_block_names: Vec<String>,
+    /// The BGPPeers and IPPools as last seen (status tells peer types; natOutgoing).
+    pub bgppeers: Vec<BGPPeer>,
+    pub pools: Vec<IPPool>,
     /// The running speaker, once the node has a router id.
     pub speaker: Option<Speaker>,
     /// This run started as a graceful restart.
@@ -119,6 +129,11 @@ pub enum DaemonError {
     Routes(#[from] NetlinkError),
     #[error("the API watches stopped before their first list")]
     WatchesStopped,
+    #[error("HTTP (--listen {addr}): {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// The pieces other services (CNI, status, HTTP) attach to once the agent has started.
@@ -145,6 +160,7 @@ pub async fn run(
     let previous = restart::previous_run(&cfg.state_dir).map_err(state_err)?;
     // Adopts the kernel's routes of our protocol as they are; nothing is flushed.
     let reconciler = Reconciler::new(cfg.routes.clone())?;
+    let route_metrics = reconciler.metrics();
     let adopted = reconciler.status().retained;
     let restarting = previous && adopted > 0;
     if restarting {
@@ -170,6 +186,21 @@ pub async fn run(
         restarting,
         ..AgentState::default()
     });
+    let services = match services::Services::start(
+        &cfg,
+        &client,
+        routes.clone(),
+        route_metrics,
+        state_rx.clone(),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            reconcile_task.abort();
+            return Err(e);
+        }
+    };
     on_start(Handles {
         routes: routes.clone(),
         state: state_rx,
@@ -185,7 +216,12 @@ pub async fn run(
         r = control.run(notify) => r,
         () = shutdown => Ok(()),
     };
-    // Routes stay: stop writing them before the speaker's stream ends.
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "the control loop stopped");
+    }
+    // No new pods (the CNI socket goes), then stop writing routes before the speaker's stream
+    // ends: the kernel keeps every route of ours.
+    services.stop().await;
     reconcile_task.abort();
     control.stop_for_restart().await;
     result

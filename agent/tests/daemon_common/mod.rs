@@ -341,3 +341,22 @@ pub async fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> Opt
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// `GET <path>` on the agent's HTTP port inside `ns`: (status code, body), or `None` when it
+/// does not answer.
+pub fn agent_http(ns: &Netns, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    in_netns(ns, || {
+        let addr: SocketAddr = "127.0.0.1:9097".parse().unwrap();
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let code = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+        Some((code, body))
+    })
+    .ok()
+    .flatten()
+}
