@@ -170,6 +170,15 @@ fn add_check_del_sequence_repeated_add_and_unknown_container() {
     assert_eq!((del.code, del.stdout), (0, None), "{}", del.raw);
 }
 
+/// (environment, stdin, expected code, message fragment, why).
+type Case = (
+    Vec<(&'static str, String)>,
+    String,
+    u64,
+    &'static str,
+    &'static str,
+);
+
 #[test]
 fn bad_invocations_get_exact_codes_and_leave_nothing() {
     if skip() {
@@ -191,7 +200,7 @@ fn bad_invocations_get_exact_codes_and_leave_nothing() {
         e
     };
     let good = config("1.0.0", json!({}));
-    let cases: Vec<(Vec<(&'static str, String)>, String, u64, &str, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             without("CNI_COMMAND"),
             good.clone(),
