@@ -414,10 +414,39 @@ async fn collision(
     RawPeer,
     mpsc::Receiver<SessionEvent>,
 ) {
+    collision_in(me, true).await
+}
+
+/// As [`collision`]; `open_first`: the peer's OPEN came on the first connection (we are in
+/// OpenConfirm on it), else it did not (OpenSent).
+async fn collision_in(
+    me: IpAddr,
+    open_first: bool,
+) -> (
+    SessionHandle,
+    RawPeer,
+    RawPeer,
+    mpsc::Receiver<SessionEvent>,
+) {
     let (h, mut far, inject, rx) = single_with_incoming(90, me);
-    // First connection: ours (outgoing), OPENs exchanged, we are in OpenConfirm.
-    let mut first = raw_peer(&mut far, b_open(65002, 90)).await;
-    assert_eq!(first.next().await, Some(Message::Keepalive));
+    // First connection: ours (outgoing).
+    let first = if open_first {
+        // OPENs exchanged, we are in OpenConfirm.
+        let mut p = raw_peer(&mut far, b_open(65002, 90)).await;
+        assert_eq!(p.next().await, Some(Message::Keepalive));
+        p
+    } else {
+        let conn = far.recv().await.expect("session connects");
+        let mut p = RawPeer {
+            conn,
+            framer: Framer::default(),
+            cx: DecodeContext::default(),
+        };
+        let Some(Message::Open(_)) = p.next().await else {
+            panic!("session sends OPEN first")
+        };
+        p
+    };
     // Second connection: the peer's (incoming to us).
     let (ours, theirs) = tokio::io::duplex(65536);
     inject
@@ -447,17 +476,119 @@ async fn collision(
     (h, first, second, rx)
 }
 
+/// Nothing arrives on `p` within `d` (paused clock): the session is waiting, not deciding.
+async fn quiet_for(p: &mut RawPeer, d: Duration) {
+    assert!(
+        timeout(d, p.next()).await.is_err(),
+        "the session wrote or closed where it should wait"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn collision_peer_with_higher_id_keeps_its_connection() {
-    // We are 10.0.0.1 < 10.0.0.2: the peer-initiated (second) connection survives.
+    // We are 10.0.0.1 < 10.0.0.2: the peer-initiated (second) connection wins by §6.8, but we
+    // are in OpenConfirm on the first and so wait (the peer may be Established on it). The
+    // peer resolves the same collision and closes the first: we continue on the second.
     let (_h, mut first, mut second, mut rx) = collision(A).await;
-    assert_eq!(
-        first.next().await,
-        Some(Message::Notification(Notification::new(6, 7, vec![])))
-    );
+    quiet_for(&mut first, Duration::from_secs(1)).await;
+    quiet_for(&mut second, Duration::from_secs(1)).await;
+    first
+        .send(Message::Notification(Notification::new(6, 7, vec![])))
+        .await;
     assert_eq!(first.next().await, None, "first connection closed");
     assert_eq!(second.next().await, Some(Message::Keepalive));
     second.send(Message::Keepalive).await;
+    let mut seen = Vec::new();
+    wait_for(&mut rx, &mut seen, Duration::from_secs(5), established(B)).await;
+}
+
+/// The race of two active speakers: §6.8 says the second connection wins, but the peer's side
+/// of the first reached Established before the second's OPEN arrived there, so the peer sends
+/// its KEEPALIVE on the first and closes the second. Dumping the first (as an immediate
+/// resolution would) would leave no connection and cost a ConnectRetry round; deferring keeps
+/// the first, and the second is closed with Cease / Connection Collision Resolution.
+#[tokio::test(start_paused = true)]
+async fn collision_deferred_in_open_confirm_keeps_a_connection_the_peer_established() {
+    let (_h, mut first, mut second, mut rx) = collision(A).await;
+    first.send(Message::Keepalive).await;
+    let mut seen = Vec::new();
+    wait_for(&mut rx, &mut seen, Duration::from_secs(5), established(B)).await;
+    assert_eq!(
+        second.next().await,
+        Some(Message::Notification(Notification::new(6, 7, vec![])))
+    );
+    assert_eq!(second.next().await, None, "second connection closed");
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e.kind, SessionEventKind::Down { .. })),
+        "{seen:#?}"
+    );
+    // The established session runs on the first connection: keepalives come there.
+    assert_eq!(first.next().await, Some(Message::Keepalive));
+}
+
+/// Deferred, and the peer, in OpenConfirm on the second connection, already sent its
+/// KEEPALIVE there before closing the first: that KEEPALIVE counts once we continue on the
+/// second, so the session is Established without waiting for another one.
+#[tokio::test(start_paused = true)]
+async fn collision_deferred_candidate_keepalive_is_replayed() {
+    let (_h, mut first, mut second, mut rx) = collision(A).await;
+    second.send(Message::Keepalive).await;
+    quiet_for(&mut second, Duration::from_secs(1)).await;
+    first
+        .send(Message::Notification(Notification::new(6, 7, vec![])))
+        .await;
+    let mut seen = Vec::new();
+    wait_for(&mut rx, &mut seen, Duration::from_secs(1), established(B)).await;
+    assert_eq!(second.next().await, Some(Message::Keepalive));
+}
+
+/// Deferred, then the peer closes the second connection (it resolved for the first): the
+/// candidate is forgotten and the first still establishes.
+#[tokio::test(start_paused = true)]
+async fn collision_deferred_candidate_closed_by_the_peer() {
+    let (_h, mut first, mut second, mut rx) = collision(A).await;
+    second
+        .send(Message::Notification(Notification::new(6, 7, vec![])))
+        .await;
+    assert_eq!(second.next().await, None, "second connection dropped");
+    first.send(Message::Keepalive).await;
+    let mut seen = Vec::new();
+    wait_for(&mut rx, &mut seen, Duration::from_secs(5), established(B)).await;
+}
+
+/// We (10.0.0.3) win and keep our first connection, but it is in OpenSent: the peer's OPEN
+/// has not come on it, so we do not know the peer holds it. We wait; when it closes without
+/// an OPEN (a listener that did not know us yet accepts and closes), we continue on the
+/// second instead of throwing both away.
+#[tokio::test(start_paused = true)]
+async fn collision_deferred_in_open_sent_continues_on_the_second_when_the_first_dies() {
+    let me = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
+    let (_h, first, mut second, mut rx) = collision_in(me, false).await;
+    quiet_for(&mut second, Duration::from_secs(1)).await;
+    drop(first);
+    assert_eq!(second.next().await, Some(Message::Keepalive));
+    second.send(Message::Keepalive).await;
+    let mut seen = Vec::new();
+    wait_for(&mut rx, &mut seen, Duration::from_secs(5), established(B)).await;
+}
+
+/// As above, but the peer's OPEN then comes on the first: decided for the first at once
+/// (OpenConfirm), the second is closed with Cease / Connection Collision Resolution.
+#[tokio::test(start_paused = true)]
+async fn collision_deferred_in_open_sent_decided_when_the_open_arrives() {
+    let me = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
+    let (_h, mut first, mut second, mut rx) = collision_in(me, false).await;
+    quiet_for(&mut second, Duration::from_secs(1)).await;
+    first.send(Message::Open(b_open(65002, 90))).await;
+    assert_eq!(first.next().await, Some(Message::Keepalive));
+    assert_eq!(
+        second.next().await,
+        Some(Message::Notification(Notification::new(6, 7, vec![])))
+    );
+    assert_eq!(second.next().await, None, "second connection closed");
+    first.send(Message::Keepalive).await;
     let mut seen = Vec::new();
     wait_for(&mut rx, &mut seen, Duration::from_secs(5), established(B)).await;
 }

@@ -28,6 +28,17 @@ pub enum Resolution {
     /// Close the existing connection (Cease / Connection Collision Resolution) and continue
     /// on the new one.
     KeepNew,
+    /// Undecided: keep the new connection aside until the existing one moves on, then decide
+    /// again; if the existing one fails, continue on the new one. Two cases:
+    /// - §6.8 says the new connection wins, but the existing one is in OpenConfirm: we have
+    ///   sent our KEEPALIVE on it, so the peer may already be Established there (and will
+    ///   close the new one). Established settles it for the existing one (the new one is
+    ///   closed with Cease / Connection Collision Resolution, as for any collision with an
+    ///   Established connection).
+    /// - §6.8 says the existing connection wins, but it is in OpenSent: the peer's OPEN has not
+    ///   come on it, so we do not know the peer holds it at all (a listener that did not know
+    ///   us yet accepts and closes). OpenConfirm settles it for the existing one.
+    Defer,
 }
 
 /// Decides a collision between an `existing` connection (in `existing_state`, opened in
@@ -41,6 +52,14 @@ pub enum Resolution {
 /// OpenSent (we learn the id from the new connection's OPEN; §6.8 allows checking then).
 /// An Established existing connection always wins (CollisionDetectEstablishedState = FALSE,
 /// the RFC default).
+///
+/// Two outcomes are deferred ([`Resolution::Defer`]), each because acting at once could close
+/// the only connection the peer still holds and cost a ConnectRetry round:
+/// - dropping an OpenConfirm connection: with both sides active, the peer may have seen its
+///   side of it reach Established before the new connection's OPEN arrived, and so closed the
+///   new one. (In OpenSent that cannot be: the peer cannot be Established on a connection we
+///   have not sent a KEEPALIVE on.)
+/// - dropping the new connection for an OpenSent one that has not shown it is alive.
 pub fn resolve(
     existing_state: State,
     existing_dir: Direction,
@@ -67,10 +86,10 @@ pub fn resolve(
     } else {
         Direction::Incoming
     };
-    if existing_dir == keep_dir {
-        Resolution::KeepExisting
-    } else {
-        Resolution::KeepNew
+    match (existing_dir == keep_dir, existing_state) {
+        (true, State::OpenSent) | (false, State::OpenConfirm) => Resolution::Defer,
+        (true, _) => Resolution::KeepExisting,
+        (false, _) => Resolution::KeepNew,
     }
 }
 
@@ -82,6 +101,36 @@ mod tests {
 
     const LOW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
     const HIGH: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+    /// Both sides active, A (id LOW) and B (id HIGH). A's outgoing X and B's outgoing Y cross.
+    /// §6.8 keeps X' = the connection B (higher id) initiated, i.e. Y. Played from A's side.
+    #[test]
+    fn deferral_cases_follow_what_the_peer_can_have_done() {
+        // A's existing connection is X (its own outgoing) in OpenConfirm: A has sent its
+        // KEEPALIVE on X, so B may be Established on X already. Dropping X now could strand
+        // both sides: defer.
+        assert_eq!(
+            resolve(State::OpenConfirm, Outgoing, LOW, Asn(1), HIGH, Asn(1)),
+            Defer
+        );
+        // The same in OpenSent: no KEEPALIVE went out on X, B cannot be Established on it.
+        assert_eq!(
+            resolve(State::OpenSent, Outgoing, LOW, Asn(1), HIGH, Asn(1)),
+            KeepNew
+        );
+        // A's existing connection is Y, the winner, in OpenConfirm (B's OPEN came on it, so
+        // B holds it): close X.
+        assert_eq!(
+            resolve(State::OpenConfirm, Incoming, LOW, Asn(1), HIGH, Asn(1)),
+            KeepExisting
+        );
+        // Y in OpenSent: B's OPEN has not come on it; B's listener may have accepted and
+        // closed it before B knew A. Closing X now could leave nothing: defer.
+        assert_eq!(
+            resolve(State::OpenSent, Incoming, LOW, Asn(1), HIGH, Asn(1)),
+            Defer
+        );
+    }
 
     #[test]
     fn table() {
@@ -104,7 +153,7 @@ mod tests {
                 1,
                 LOW,
                 2,
-                KeepNew,
+                Defer,
                 "§6.8 higher id: the new conn is ours",
             ),
             (
@@ -114,7 +163,7 @@ mod tests {
                 1,
                 HIGH,
                 2,
-                KeepNew,
+                Defer,
                 "§6.8 peer higher: keep peer-initiated",
             ),
             (
@@ -134,8 +183,8 @@ mod tests {
                 1,
                 LOW,
                 2,
-                KeepExisting,
-                "§6.8 may check in OpenSent",
+                Defer,
+                "§6.8 in OpenSent: existing wins, but only once its OPEN shows it alive",
             ),
             (
                 State::OpenSent,
@@ -164,7 +213,7 @@ mod tests {
                 65000,
                 LOW,
                 65001,
-                KeepNew,
+                Defer,
                 "RFC 6286 §2.3 equal ids: peer's AS larger",
             ),
             (

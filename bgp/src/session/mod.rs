@@ -213,6 +213,9 @@ struct Conn {
     buf: Box<[u8]>,
     /// The peer's OPEN on a collision candidate, once it arrived.
     open: Option<Open>,
+    /// A KEEPALIVE followed that OPEN on a candidate whose collision is deferred (the peer is
+    /// in OpenConfirm on it); replayed to the FSM if the candidate is promoted.
+    keepalive: bool,
     /// We sent our OPEN on this connection (a candidate gets one at once, like the RFC's
     /// per-connection FSM; it must not get a second one when promoted).
     open_sent: bool,
@@ -236,6 +239,7 @@ impl Conn {
             direction: c.direction,
             buf: vec![0; READ_CHUNK].into_boxed_slice(),
             open: None,
+            keepalive: false,
             open_sent: false,
             local,
             remote,
@@ -421,12 +425,14 @@ impl Session {
             };
             match wake {
                 Wake::Command(None) => {
+                    self.candidate = None;
                     self.feed(Event::ManualStop(Cease::new(Cease::PEER_DECONFIGURED)))
                         .await;
                     self.finish_writes().await;
                     return;
                 }
                 Wake::Command(Some(Command::Shutdown(c))) => {
+                    self.candidate = None;
                     self.feed(Event::ManualStop(c)).await;
                     self.finish_writes().await;
                     return;
@@ -490,8 +496,15 @@ impl Session {
     async fn command(&mut self, c: Command) {
         match c {
             Command::Start => self.feed(Event::ManualStart).await,
-            Command::Stop(c) => self.feed(Event::ManualStop(c)).await,
-            Command::AutomaticStop(c) => self.feed(Event::AutomaticStop(c)).await,
+            // A stop must not continue on a connection kept aside for §6.8.
+            Command::Stop(c) => {
+                self.candidate = None;
+                self.feed(Event::ManualStop(c)).await
+            }
+            Command::AutomaticStop(c) => {
+                self.candidate = None;
+                self.feed(Event::AutomaticStop(c)).await
+            }
             Command::Send(updates) => {
                 if self.fsm.state() != State::Established {
                     warn!(peer = %self.peer, n = updates.len(), "UPDATEs dropped: session not established");
@@ -671,24 +684,34 @@ impl Session {
             return;
         }
         let cx = initial_context(self.fsm.local_config());
-        let Some(c) = self.candidate.as_mut() else {
-            return;
-        };
-        let frame = match c.framer.next_frame() {
-            Ok(Some(f)) => f,
-            Ok(None) => return,
-            Err(_) => {
-                self.candidate = None;
+        loop {
+            let Some(c) = self.candidate.as_mut() else {
                 return;
+            };
+            let frame = match c.framer.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => return,
+                Err(_) => {
+                    self.candidate = None;
+                    return;
+                }
+            };
+            match (c.open.is_some(), decode_message(&frame, &cx)) {
+                (false, Ok(Message::Open(o))) => {
+                    c.open = Some(o);
+                    self.resolve_collision().await;
+                }
+                // Deferred (§6.8 with the main connection in OpenConfirm): the peer is in
+                // OpenConfirm on this one. Its KEEPALIVE counts if we continue here.
+                (true, Ok(Message::Keepalive)) => c.keepalive = true,
+                // Anything else (before an OPEN, or the peer closing this connection with a
+                // NOTIFICATION): not a usable second connection.
+                _ => {
+                    debug!(peer = %self.peer, "collision candidate dropped");
+                    self.candidate = None;
+                    return;
+                }
             }
-        };
-        match decode_message(&frame, &cx) {
-            Ok(Message::Open(o)) => {
-                c.open = Some(o);
-                self.resolve_collision().await;
-            }
-            // Anything else before an OPEN: not a usable second connection.
-            _ => self.candidate = None,
         }
     }
 
@@ -714,6 +737,9 @@ impl Session {
                 self.feed(Event::OpenCollisionDump).await;
                 self.promote_candidate().await;
             }
+            // Settled later: Established rejects the candidate (SessionEstablished), a failed
+            // main connection promotes it (drain).
+            Resolution::Defer => {}
         }
     }
 
@@ -723,13 +749,19 @@ impl Session {
         let Some(cand) = self.candidate.take() else {
             return;
         };
-        if self.fsm.state() != State::Idle {
-            return;
+        match self.fsm.state() {
+            State::Idle => {}
+            // Already waiting for a connection (the main one failed in OpenSent).
+            State::Connect | State::Active => {}
+            _ => return,
         }
         let open = cand.open.clone();
+        let keepalive = cand.keepalive;
         let dir = cand.direction;
         self.main = Some(cand);
-        self.feed(Event::ManualStartPassive).await;
+        if self.fsm.state() == State::Idle {
+            self.feed(Event::ManualStartPassive).await;
+        }
         let ev = match dir {
             Direction::Outgoing => Event::TcpCrAcked,
             Direction::Incoming => Event::TcpConnectionConfirmed,
@@ -737,6 +769,9 @@ impl Session {
         self.feed(ev).await;
         if let Some(o) = open {
             self.feed(Event::BgpOpen(Box::new(o))).await;
+            if keepalive {
+                self.feed(Event::KeepAliveMsg).await;
+            }
         }
         // Bytes that followed the OPEN on the candidate.
         if self.main.as_ref().is_some_and(|c| c.framer.buffered() > 0) {
@@ -788,9 +823,21 @@ impl Session {
             for a in actions {
                 self.apply(a).await;
             }
-            // After a reconnect under graceful restart the old session is gone: continue on
-            // the new connection.
-            if after == State::Idle && self.candidate.is_some() && self.main.is_none() {
+            // A collision deferred while the main connection was in OpenSent is decided again
+            // now that the peer's OPEN came on it (§6.8; see `Resolution::Defer`).
+            if before == State::OpenSent
+                && after == State::OpenConfirm
+                && self.candidate.as_ref().is_some_and(|c| c.open.is_some())
+            {
+                Box::pin(self.resolve_collision()).await;
+            }
+            // After a reconnect under graceful restart the old session is gone, or the main
+            // connection failed while a collision was deferred (to Idle from OpenConfirm, to
+            // Active from OpenSent): continue on the new connection.
+            if matches!(after, State::Idle | State::Connect | State::Active)
+                && self.candidate.is_some()
+                && self.main.is_none()
+            {
                 Box::pin(self.promote_candidate()).await;
             }
         }
