@@ -277,7 +277,7 @@ fn missing_md5_key_shows_as_idle_session_with_reason() {
     assert_eq!((st, reason), ("False", "SessionsNotEstablished"));
     assert!(
         msg.starts_with(
-            "1 of 5 session(s) not Established: 192.0.2.1 (global, AS 65001) Idle: not configured"
+            "1 of 5 session(s) not Established: 192.0.2.1 (global, BGPPeer tor-a, AS 65001) Idle: not configured"
         ),
         "{msg}"
     );

@@ -128,7 +128,7 @@ fn mesh_comes_up_degrades_and_recovers_with_one_event_each() {
                 want: vec![(
                     "MeshDegraded",
                     true,
-                    "1 of 4 mesh session(s) not Established: 10.0.0.3 (mesh, AS 64512) Active: connection refused",
+                    "1 of 4 mesh session(s) not Established: 10.0.0.3 (mesh, node c, AS 64512) Active: connection refused",
                 )],
             },
             // Still degraded: no repeat.
@@ -194,7 +194,7 @@ fn router_sessions_and_problems() {
                 want: vec![(
                     "SessionEstablished",
                     false,
-                    "192.0.2.1 (global, AS 65001) Established",
+                    "192.0.2.1 (global, BGPPeer tor-a, AS 65001) Established",
                 )],
             },
             Step {
@@ -213,7 +213,7 @@ fn router_sessions_and_problems() {
                     (
                         "SessionDown",
                         true,
-                        "left Established: 192.0.2.1 (global, AS 65001) Idle: peer sent NOTIFICATION Hold Timer Expired",
+                        "left Established: 192.0.2.1 (global, BGPPeer tor-a, AS 65001) Idle: peer sent NOTIFICATION Hold Timer Expired",
                     ),
                 ],
             },

@@ -48,7 +48,7 @@ use tabby_api::v1alpha1::nodenetworkstatus::{
 use tabby_bgp::fsm::State;
 use tabby_bgp::speaker::PeerStatus;
 
-use crate::peering::{PeerKind, Plan, PlanError, Problem};
+use crate::peering::{PeerKind, Plan, PlanError, Problem, Source};
 use crate::routes::Status as RoutesStatus;
 
 pub use events::{EventsConfig, NodeEvents};
@@ -97,6 +97,7 @@ pub struct StatusInput<'a> {
 pub fn build(input: &StatusInput<'_>) -> NodeNetworkStatusStatus {
     let now = time(input.now);
     let problems = all_problems(input);
+    let sources = sources(input);
     let by_addr: BTreeMap<IpAddr, &PeerStatus> =
         input.peers.iter().map(|p| (p.address, p)).collect();
 
@@ -278,7 +279,7 @@ pub fn build(input: &StatusInput<'_>) -> NodeNetworkStatusStatus {
                     not_established.len(),
                     sessions_total
                 ),
-                not_established.iter().map(|s| session_line(s)),
+                not_established.iter().map(|s| session_line(s, &sources)),
             ),
             &now,
         )
@@ -414,9 +415,40 @@ fn type_name(t: PeerType) -> &'static str {
     }
 }
 
-fn session_line(s: &BGPSessionStatus) -> String {
+/// Which object each session comes from, by peer address as the status spells it: `node c`
+/// (mesh), `BGPPeer tor-a`, `BGPPeer rr, node b` (a peerSelector session). The CRD has no field
+/// for it, so messages and Events carry it.
+pub(crate) fn sources(input: &StatusInput<'_>) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    if let Some(plan) = input.plan {
+        for (addr, p) in &plan.peers {
+            let src = match &p.source {
+                Source::Mesh { node } => format!("node {node}"),
+                Source::BgpPeer { name, node: None } => format!("BGPPeer {name}"),
+                Source::BgpPeer {
+                    name,
+                    node: Some(n),
+                } => format!("BGPPeer {name}, node {n}"),
+            };
+            m.insert(addr.to_string(), src);
+        }
+    }
+    for p in all_problems(input) {
+        if let (Some(addr), "BGPPeer") = (p.peer, p.object.kind) {
+            m.entry(addr.to_string())
+                .or_insert_with(|| format!("BGPPeer {}", p.object.name));
+        }
+    }
+    m
+}
+
+fn session_line(s: &BGPSessionStatus, sources: &BTreeMap<String, String>) -> String {
+    let source = sources
+        .get(&s.peer_ip)
+        .map(|x| format!("{x}, "))
+        .unwrap_or_default();
     let mut line = format!(
-        "{} ({}, AS {}) {}",
+        "{} ({}, {source}AS {}) {}",
         s.peer_ip,
         type_name(s.peer_type),
         s.peer_as,

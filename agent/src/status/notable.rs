@@ -21,7 +21,7 @@ use tabby_api::v1alpha1::nodenetworkstatus::{
     BGPSessionStatus, NodeNetworkStatusStatus, PeerType, SessionState,
 };
 
-use super::{StatusInput, all_problems, session_line};
+use super::{StatusInput, all_problems, session_line, sources};
 
 /// One Event to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +56,7 @@ impl EventTracker {
         let mut out = Vec::new();
 
         let problems = all_problems(input);
+        let sources = sources(input);
         let now: BTreeSet<String> = problems.iter().map(ToString::to_string).collect();
         for p in &problems {
             let text = p.to_string();
@@ -92,12 +93,12 @@ impl EventTracker {
                 (Some(false) | None, true) => out.push(NodeEvent {
                     warning: false,
                     reason: "SessionEstablished",
-                    note: session_line(s),
+                    note: session_line(s, &sources),
                 }),
                 (Some(true), false) => out.push(NodeEvent {
                     warning: true,
                     reason: "SessionDown",
-                    note: format!("left Established: {}", session_line(s)),
+                    note: format!("left Established: {}", session_line(s, &sources)),
                 }),
                 _ => {}
             }
@@ -128,7 +129,7 @@ impl EventTracker {
                             down.len(),
                             mesh.len()
                         ),
-                        down.iter().map(|s| session_line(s)),
+                        down.iter().map(|s| session_line(s, &sources)),
                     ),
                 });
                 self.mesh_degraded = Some(true);
