@@ -1,7 +1,7 @@
 //! The status publisher and Node Events against `tabby-kube-sim` (the real HTTP API path through
 //! `kube::Client`): the object created with its owner reference, the rate limit, coalescing,
 //! recovery after deletion, conflict handling, series deduplication of Events — and that only the
-//! API calls the agent declares (`tabby_api::rbac::AGENT_API_CALLS`) are made.
+//! API calls the agent declares (`tabby_agent::daemon::API_CALLS`) are made.
 
 mod peering_fixtures;
 
@@ -13,8 +13,9 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use tabby_agent::daemon::API_CALLS as AGENT_API_CALLS;
 use tabby_agent::status::{EventsConfig, NodeEvents, PublisherConfig, StatusPublisher};
-use tabby_api::rbac::{AGENT_API_CALLS, Verb};
+use tabby_api::rbac::Verb;
 use tabby_api::v1alpha1::nodenetworkstatus::{NodeNetworkStatus, NodeNetworkStatusStatus};
 use tabby_kube_sim::{Config, KubeSim};
 
@@ -339,7 +340,7 @@ async fn node_events_are_deduplicated_into_series() {
         client.clone(),
         "n4",
         EventsConfig {
-            patch_interval: Duration::from_millis(300),
+            patch_interval: Duration::from_secs(1),
             ..EventsConfig::default()
         },
     );
@@ -392,7 +393,7 @@ async fn node_events_are_deduplicated_into_series() {
     );
 
     // After the interval, one more repeat patches the series with the full count.
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     events.warn("PeerNotConfigured", note.to_string()).await;
     let e = api
         .get(
@@ -422,7 +423,7 @@ async fn node_events_are_deduplicated_into_series() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     events.warn("PeerNotConfigured", note.to_string()).await;
     let list = api.list(&ListParams::default()).await.unwrap().items;
     assert_eq!(list.len(), 3, "{list:#?}");

@@ -10,7 +10,7 @@
 //! notes with one reason would patch the first note's Event; and it patches on every repeat —
 //! hence this small recorder.)
 //!
-//! API calls (in `tabby_api::rbac::AGENT_API_CALLS`): create and patch `events.events.k8s.io`,
+//! API calls (in `tabby_agent::daemon::API_CALLS`): create and patch `events.events.k8s.io`,
 //! get `nodes` (once, for the Node's uid). Failures are logged, never returned: an Event is
 //! best-effort and must not stall the caller's loop beyond one request.
 
@@ -147,7 +147,8 @@ impl NodeEvents {
                 Ok(()) => {
                     if let Some(s) = st.cache.get_mut(&key) {
                         s.sent_count = count;
-                        s.last_sent = now;
+                        // From when the server has it: a slow API must not shorten the interval.
+                        s.last_sent = Instant::now();
                     }
                     return;
                 }
@@ -189,7 +190,7 @@ impl NodeEvents {
                         count: 1,
                         sent_count: 1,
                         last_seen: now,
-                        last_sent: now,
+                        last_sent: Instant::now(),
                     },
                 );
             }
