@@ -305,24 +305,35 @@ impl Handler for AgentHandler {
     async fn del(&self, req: &Request) -> Result<(), CniError> {
         let cid = req.container_id();
         let _g = self.locks.lock(cid).await;
-        if let Some(name) = self.find_host_ifname(req).await {
+        // The interface and the allocation go in parallel: deleting a veth is ~20 ms of the
+        // kernel's RCU grace period, the release one API round trip. Releasing first is safe:
+        // the address cools down (30 s by default) before anyone can have it, and a failed
+        // interface deletion fails the DEL, which the runtime retries.
+        let unplumb = async {
+            let Some(name) = self.find_host_ifname(req).await else {
+                return Ok(());
+            };
             match self.datapath.del(&name, cid).await {
-                Ok(DelOutcome::Deleted | DelOutcome::Absent) => {}
+                Ok(DelOutcome::Deleted | DelOutcome::Absent) => Ok(()),
                 Ok(DelOutcome::OtherOwner(owner)) => {
                     debug!(container = cid, host_ifname = %name, %owner,
                         "DEL: the interface belongs to another container; left alone");
+                    Ok(())
                 }
-                Err(e) => return Err(e.to_cni()),
+                Err(e) => Err(e.to_cni()),
+            }
+        };
+        let (unplumbed, released) = tokio::join!(unplumb, self.release(cid));
+        if let Ok(released) = &released {
+            for a in released {
+                let _ = self.routes.remove_pod_route(host_prefix(*a));
+            }
+            if !released.is_empty() {
+                info!(container = cid, addresses = ?released, "pod detached");
             }
         }
-        let released = self.release(cid).await?;
-        for a in &released {
-            let _ = self.routes.remove_pod_route(host_prefix(*a));
-        }
-        if !released.is_empty() {
-            info!(container = cid, addresses = ?released, "pod detached");
-        }
-        Ok(())
+        unplumbed?;
+        released.map(drop)
     }
 
     async fn check(&self, req: &Request) -> Result<(), CniError> {
