@@ -1,10 +1,9 @@
 //! The Kubernetes API calls each Tabby component makes, as data, so the chart's RBAC can be
 //! audited against them.
 //!
-//! Owns the [`ApiCall`] type and the node agent's list ([`AGENT_API_CALLS`], declared here from
-//! the design until the agent's client code lands and the list moves next to it). The IPAM
-//! controller's list lives next to its client calls
-//! (`tabby_ipam_controller::controller::API_CALLS`). Must not talk to the API or read the chart:
+//! Owns the [`ApiCall`] type. Each component's list lives next to its client calls: the node
+//! agent's in `tabby_agent::daemon::API_CALLS`, the IPAM controller's in
+//! `tabby_ipam_controller::controller::API_CALLS`. Must not talk to the API or read the chart:
 //! the audit test (`e2e/chart`) renders the chart and checks that each component's roles allow
 //! exactly its list — nothing missing, nothing extra.
 
@@ -153,50 +152,9 @@ impl ApiCall {
     }
 }
 
-/// Every call the node agent makes (design: `docs/architecture.md`, `/work/shared/design.md`).
-///
-/// Declared here ahead of the agent binary; when the agent's client code lands, this list
-/// moves next to those calls and the chart audit follows it.
-#[rustfmt::skip]
-pub const AGENT_API_CALLS: &[ApiCall] = {
-    use Scope::{Cluster, OwnNamespace};
-    use Verb::*;
-    const G: &str = TABBY_GROUP;
-    const E: &str = "events.k8s.io";
-    const fn c(v: Verb, g: &'static str, r: &'static str, s: Option<&'static str>, sc: Scope, why: &'static str) -> ApiCall {
-        ApiCall::new(v, g, r, s, sc, why)
-    }
-    &[
-        c(Get,    "", "nodes", None, Cluster, "its own Node: addresses for the BGP router ID and next hop"),
-        c(List,   "", "nodes", None, Cluster, "node-to-node mesh: every node's address and labels (peer/node selectors)"),
-        c(Watch,  "", "nodes", None, Cluster, "node-to-node mesh: nodes joining and leaving"),
-        c(Get,    "", "pods",  None, Cluster, "CNI ADD: the pod's uid and pool annotation, recorded with the allocation"),
-        c(List,   G, "ippools", None, Cluster, "natOutgoing and disableBGPExport of the pools its blocks come from"),
-        c(Watch,  G, "ippools", None, Cluster, "pool changes"),
-        c(Get,    G, "ipamblocks", None, Cluster, "fresh read before a compare-and-swap allocation"),
-        c(List,   G, "ipamblocks", None, Cluster, "its blocks (to announce) and every block (to route)"),
-        c(Watch,  G, "ipamblocks", None, Cluster, "blocks assigned, moved or released"),
-        c(Update, G, "ipamblocks", Some("status"), Cluster, "allocations: compare-and-swap on resourceVersion"),
-        c(List,   G, "bgpconfigurations", None, Cluster, "AS number, mesh on/off, timers, service CIDRs"),
-        c(Watch,  G, "bgpconfigurations", None, Cluster, "BGP configuration changes"),
-        c(List,   G, "bgppeers", None, Cluster, "which sessions this node opens"),
-        c(Watch,  G, "bgppeers", None, Cluster, "peer changes"),
-        c(Get,    G, "nodenetworkstatuses", None, Cluster, "its own NodeNetworkStatus, read before writing"),
-        c(Create, G, "nodenetworkstatuses", None, Cluster, "its own NodeNetworkStatus, on first start"),
-        c(Update, G, "nodenetworkstatuses", None, Cluster, "owner reference to its Node (deleted with the Node)"),
-        c(Update, G, "nodenetworkstatuses", Some("status"), Cluster, "sessions, routes, blocks, last error"),
-        c(Create, E, "events", None, Cluster, "Events on its Node and on pods (e.g. pool exhausted)"),
-        c(Patch,  E, "events", None, Cluster, "repeated Events (series count)"),
-        c(Get,    "", "secrets", None, OwnNamespace, "BGP MD5 passwords (BGPPeer.spec.password) from Secrets in its namespace"),
-        c(List,   "", "secrets", None, OwnNamespace, "reflector over the password Secrets"),
-        c(Watch,  "", "secrets", None, OwnNamespace, "password changes re-key the sessions"),
-    ]
-};
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeSet;
 
     #[test]
     fn verbs_round_trip_and_unknown_ones_are_refused() {
@@ -206,25 +164,6 @@ mod tests {
         for bad in ["*", "deletecollection", "escalate", "GET", ""] {
             assert_eq!(Verb::parse(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn agent_calls_are_unique_and_explained() {
-        let keys: BTreeSet<_> = AGENT_API_CALLS.iter().map(ApiCall::key).collect();
-        assert_eq!(
-            keys.len(),
-            AGENT_API_CALLS.len(),
-            "duplicate agent API call"
-        );
-        assert!(AGENT_API_CALLS.iter().all(|c| !c.why.is_empty()));
-        // Least privilege: the agent never deletes, and reads Secrets only in its namespace.
-        assert!(AGENT_API_CALLS.iter().all(|c| c.verb != Verb::Delete));
-        assert!(
-            AGENT_API_CALLS
-                .iter()
-                .filter(|c| c.resource == "secrets")
-                .all(|c| c.scope == Scope::OwnNamespace)
-        );
     }
 
     #[test]

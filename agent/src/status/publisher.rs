@@ -17,7 +17,7 @@
 //! - **re-checks** the object every `resync_interval` (a Get), so a deleted object comes back
 //!   even when nothing changes.
 //!
-//! API calls (all in `tabby_api::rbac::AGENT_API_CALLS`): get/create/update
+//! API calls (all in `tabby_agent::daemon::API_CALLS`): get/create/update
 //! `nodenetworkstatuses`, update `nodenetworkstatuses/status`, get `nodes` (the owner's uid).
 //! Must not write anything else.
 

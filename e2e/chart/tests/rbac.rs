@@ -1,7 +1,7 @@
 //! RBAC audit: each component's rendered roles allow exactly the API calls it declares next
 //! to its client code — nothing missing, nothing extra — for every values matrix entry.
 
-use tabby_api::rbac::AGENT_API_CALLS;
+use tabby_agent::daemon::API_CALLS as AGENT_API_CALLS;
 use tabby_chart_tests::{audit, ci_values, granted, helm, helm_template, parse_documents};
 use tabby_ipam_controller::controller::API_CALLS as CONTROLLER_API_CALLS;
 
