@@ -57,6 +57,13 @@ pub struct LocalConfig {
     /// RFC 7911 per family.
     pub add_path: BTreeMap<Family, AddPathMode>,
     pub graceful_restart: Option<GracefulRestartConfig>,
+    /// Without `graceful_restart`: still send the Graceful Restart capability, with no
+    /// <AFI, SAFI> and Restart Time 0 (RFC 4724 §3: we send End-of-RIB after the initial
+    /// update, nothing more). Some speakers (FRR 8.4) send End-of-RIB only to peers with the
+    /// capability and ignore ROUTE-REFRESH until they have sent it. It asks the peer for no
+    /// helper work: R bit clear, no families whose routes it could keep. It does not make us
+    /// a helper either: that takes `graceful_restart`.
+    pub end_of_rib_capability: bool,
     /// RFC 9494: families and their long-lived stale time in seconds.
     pub llgr: BTreeMap<Family, u32>,
     /// RFC 9234 role, only sent on eBGP sessions.
@@ -84,6 +91,7 @@ impl LocalConfig {
             extended_message: false,
             add_path: BTreeMap::new(),
             graceful_restart: None,
+            end_of_rib_capability: false,
             llgr: BTreeMap::new(),
             role: None,
             strict_role: false,
@@ -145,6 +153,14 @@ impl LocalConfig {
                         reserved_flags: 0,
                     })
                     .collect(),
+            }));
+        } else if self.end_of_rib_capability {
+            caps.push(Capability::GracefulRestart(GracefulRestart {
+                restart_state: false,
+                notification: false,
+                reserved_flags: 0,
+                restart_time: 0,
+                families: Vec::new(),
             }));
         }
         caps.push(Capability::FourOctetAs(self.asn));
@@ -447,7 +463,9 @@ pub fn negotiate(
             _ => None,
         })
     };
-    let local_gr = gr_of(local);
+    // Our capability counts only when graceful restart is configured: the End-of-RIB-only
+    // form (`end_of_rib_capability`) does not make us a helper.
+    let local_gr = gr_of(local).filter(|_| cfg.graceful_restart.is_some());
     let graceful_restart = match (&local_gr, gr_of(remote)) {
         (Some(l), Some(r)) => Some(PeerGracefulRestart {
             restart_time: r.restart_time,
@@ -509,7 +527,7 @@ pub fn role_name(r: BgpRole) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::Safi;
+    use crate::wire::{DecodeContext, Message, Safi, decode_message};
 
     const ID_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
     const ID_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -818,6 +836,63 @@ mod tests {
         assert_eq!(n.rx.max_message_len(), 4096);
     }
 
+    /// RFC 4724 §3: "restart time 0, no <AFI, SAFI>" tells the peer we send End-of-RIB and
+    /// asks it to keep nothing for us: R and N bits clear. Real GR configuration wins.
+    #[test]
+    fn end_of_rib_only_capability() {
+        let gr_caps = |c: &LocalConfig| -> Vec<GracefulRestart> {
+            c.open()
+                .capabilities()
+                .filter_map(|c| match c {
+                    Capability::GracefulRestart(g) => Some(g.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut c = cfg();
+        assert!(gr_caps(&c).is_empty(), "off unless asked for");
+        c.end_of_rib_capability = true;
+        assert_eq!(
+            gr_caps(&c),
+            [GracefulRestart {
+                restart_state: false,
+                notification: false,
+                reserved_flags: 0,
+                restart_time: 0,
+                families: vec![],
+            }]
+        );
+        // It survives an encode/decode round trip as exactly that.
+        let mut buf = bytes::BytesMut::new();
+        Message::Open(c.open())
+            .encode(&DecodeContext::default(), &mut buf)
+            .unwrap();
+        let Ok(Message::Open(back)) = decode_message(&buf, &DecodeContext::default()) else {
+            panic!("our OPEN decodes")
+        };
+        assert_eq!(back, c.open());
+        c.graceful_restart = Some(GracefulRestartConfig {
+            restart_time: 120,
+            restarting: false,
+            forwarding_preserved: BTreeSet::new(),
+            notification: true,
+        });
+        let g = gr_caps(&c);
+        assert_eq!(g.len(), 1, "one capability, the configured one");
+        assert_eq!(g[0].restart_time, 120);
+        assert_eq!(g[0].families.len(), 1);
+        // A peer with the same EoR-only capability: both sides "have" GR on the wire, yet
+        // nobody is a helper (its routes are not kept as stale when it goes down).
+        c.graceful_restart = None;
+        let theirs = gr_caps(&c)
+            .into_iter()
+            .map(Capability::GracefulRestart)
+            .collect();
+        let n = run(&c, &peer(theirs)).unwrap();
+        assert_eq!(n.graceful_restart, None);
+        assert!(!n.local_graceful_restart);
+    }
+
     #[test]
     fn graceful_restart() {
         let mut c = cfg();
@@ -872,6 +947,13 @@ mod tests {
         // We did not announce GR: no helper mode.
         let n = run(&cfg(), &peer(vec![gr(true)])).unwrap();
         assert_eq!(n.graceful_restart, None);
+        // RFC 4724 §3 End-of-RIB-only capability: sent, but still no helper mode and no
+        // local graceful restart.
+        let mut eor = cfg();
+        eor.end_of_rib_capability = true;
+        let n = run(&eor, &peer(vec![gr(true)])).unwrap();
+        assert_eq!(n.graceful_restart, None);
+        assert!(!n.local_graceful_restart);
         // Our OPEN carries restart time and F bits as configured.
         let mut c2 = c.clone();
         if let Some(g) = c2.graceful_restart.as_mut() {

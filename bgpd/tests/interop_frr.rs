@@ -441,6 +441,103 @@ fn route_refresh_from_frr_makes_us_re_advertise() {
     assert_eq!(p["established_count"], 1, "no reset: {p}");
 }
 
+/// Graceful restart off on both sides. FRR 8.4 ignores a ROUTE-REFRESH until it has sent its
+/// End-of-RIB and sends End-of-RIB only to peers with the Graceful Restart capability; we offer
+/// the RFC 4724 §3 End-of-RIB-only form (restart time 0, no families), so a new import policy
+/// takes effect through a ROUTE-REFRESH: FRR's route disappears and comes back without a
+/// session reset. And that capability does not make FRR a helper: killed, our route goes at
+/// once instead of being kept as stale.
+#[test]
+fn import_policy_change_on_a_non_gr_frr_peer_takes_effect() {
+    if skip(FRR_PROGRAMS) {
+        return;
+    }
+    let link = Link::new();
+    let frr_conf = format!(
+        "{}{} address-family ipv4 unicast\n  neighbor {US4} activate\n  \
+         no neighbor {US4} soft-reconfiguration inbound\n  network 192.0.2.0/24\n \
+         exit-address-family\n",
+        frr_head(65001, "").replace(
+            "hostname frr\n",
+            "hostname frr\ndebug bgp updates\ndebug bgp neighbor-events\n"
+        ),
+        frr_neighbor(US4, 65002, &[]),
+    );
+    let frr = Frr::start(&link.them, &frr_conf).expect("FRR");
+    let with_policy = |import: &str| {
+        config(
+            US4,
+            65002,
+            &format!(
+                "{}{}[[policies]]\nname = \"none\"\ndefault = \"reject\"\n\n",
+                peer(THEM4, 65001, "").replace(
+                    "import_policy = \"all\"",
+                    &format!("import_policy = \"{import}\"")
+                ),
+                originate("10.244.1.0/24", 65002)
+            ),
+        )
+    };
+    let mut tabby = Tabby::start(&link.us, &with_policy("all"));
+    tabby.wait_established(THEM4, T);
+    tabby.wait_route("192.0.2.0/24", T);
+    frr_wait_route(&frr, "ipv4", "10.244.1.0/24");
+    let neigh = frr
+        .vtysh_json(&format!("show bgp neighbors {US4} json"))
+        .unwrap();
+    let n = &neigh[US4];
+    // FRR saw our capability (it advertises its own helper-mode one too) and sent us its
+    // End-of-RIB, which is what it waits for before answering a ROUTE-REFRESH.
+    assert!(
+        n["neighborCapabilities"]["gracefulRestart"]
+            .to_string()
+            .contains("Received"),
+        "{neigh}"
+    );
+    let sent_rr = tabby.peer(THEM4).unwrap()["messages_sent"]["route_refresh"]
+        .as_u64()
+        .unwrap_or(0);
+
+    tabby.reload(&with_policy("none"));
+    tabby.wait_no_route("192.0.2.0/24", Duration::from_secs(10));
+    tabby.reload(&with_policy("all"));
+    wait_or(
+        "FRR's route back after our ROUTE-REFRESH (FRR answers only after its End-of-RIB)",
+        T,
+        || tabby.json("/rib/192.0.2.0/24"),
+        || {
+            format!(
+                "ours: {:?}\nFRR: {}\n{}",
+                tabby.peer(THEM4),
+                frr.vtysh(&format!("show bgp neighbors {US4} json"))
+                    .unwrap_or_default(),
+                frr.bgpd_log()
+            )
+        },
+    );
+    let p = tabby.peer(THEM4).unwrap();
+    assert!(
+        p["messages_sent"]["route_refresh"].as_u64().unwrap_or(0) > sent_rr,
+        "{p}"
+    );
+    assert_eq!(p["established_count"], 1, "no reset: {p}");
+    assert!(
+        !frr.bgpd_log().contains("before EoR"),
+        "FRR ignored our ROUTE-REFRESH:\n{}",
+        frr.bgpd_log()
+    );
+
+    // Not a restarting speaker to FRR: killed, our route goes at once (no stale keeping).
+    let t0 = Instant::now();
+    tabby.kill9();
+    frr_wait_no_route(&frr, "ipv4", "10.244.1.0/24");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "FRR kept our route {:?} after we died",
+        t0.elapsed()
+    );
+}
+
 #[test]
 fn hold_timer_expires_on_a_silent_link_and_the_session_recovers() {
     if skip(&[Frr::BGPD, Frr::ZEBRA, "vtysh", "nft"]) {

@@ -342,6 +342,10 @@ impl PeerConfig {
             add_path.insert(Family::IPV6_UNICAST, AddPathMode::RECEIVE);
         }
         l.add_path = add_path;
+        // RFC 4724 §3 End-of-RIB-only capability when graceful restart is off (see
+        // `LocalConfig::end_of_rib_capability`): FRR applies our ROUTE-REFRESH only after
+        // its End-of-RIB, which it sends only to peers with the capability.
+        l.end_of_rib_capability = true;
         if let (true, Some(gr)) = (self.graceful_restart, &speaker.graceful_restart) {
             l.graceful_restart = Some(GracefulRestartConfig {
                 restart_time: u16::try_from(gr.restart_time.as_secs().min(4095)).unwrap_or(4095),
