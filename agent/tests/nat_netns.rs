@@ -242,3 +242,54 @@ fn nat_outgoing_masquerades_only_its_pools_and_owns_only_its_table() {
     assert_eq!(foreign_listing(&node), foreign_before);
     drop(rt);
 }
+
+/// Polls `f` every 20 ms for up to 5 s.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn run_follows_pool_changes_and_restores_a_deleted_table() {
+    if skip_unless_root_and(&["ip", "nft"]) {
+        return;
+    }
+    let node = Netns::new().unwrap();
+    let handle = std::sync::Arc::new(std::fs::File::open(node.path()).unwrap());
+    // Every runtime thread (and so every `nft` child) lives in the node namespace.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .on_thread_start(move || {
+            nix::sched::setns(&*handle, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        })
+        .build()
+        .unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(pools(true));
+    let nat = NatOutgoing::new().expect("nft runs");
+    let task = rt.spawn(tabby_agent::nat::run(nat, rx, Duration::from_millis(100)));
+    eventually("table created", || our_table_exists(&node));
+    nft(&node, &["delete", "table", "inet", TABLE]);
+    eventually("table restored by the timer", || our_table_exists(&node));
+    tx.send(pools(false)).unwrap();
+    eventually("table removed after the pool change", || {
+        !our_table_exists(&node)
+    });
+    tx.send(pools(true)).unwrap();
+    eventually("table back after the pool change", || {
+        our_table_exists(&node)
+    });
+    drop(tx);
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("run ends when the pools' sender is gone")
+            .unwrap();
+    });
+}
