@@ -1,8 +1,10 @@
 //! The `tabby-agent` binary on three nodes (one network namespace each, a shared bridge)
-//! against `tabby-kube-sim`: the iBGP mesh comes up from the Node objects alone, every node
+//! against `tabby-kube-sim`: the iBGP mesh comes up from the Node objects alone (node-3's Node
+//! has no address: its agent autodetects `interface=eth0` and annotates the Node), every node
 //! blackholes its own block and routes (proto 84) to every other node's block via that node,
-//! and a BGPPeer added for one node opens one more session without touching any mesh session.
-//! Needs root; skips otherwise.
+//! agents are ready and publish NodeNetworkStatus, and — after the API server dropped every
+//! watch and compacted its history (re-watches get 410 Gone) — a BGPPeer added for one node
+//! opens one more session without touching any mesh session. Needs root; skips otherwise.
 
 mod daemon_common;
 
@@ -19,16 +21,24 @@ fn mesh_comes_up_and_a_new_peer_resets_no_session() {
         return;
     }
     let mut lab = Lab::new(3, 101);
-    lab.block_on(async |lab: &mut Lab, client| {
+    lab.block_on(async |lab: &mut Lab, client, sim| {
         create_pool(&client).await;
         for i in 1..=3 {
-            create_node(&client, lab, i).await;
+            if i == 3 {
+                create_node_with(&client, "node-3", json!({})).await;
+            } else {
+                create_node(&client, lab, i).await;
+            }
             create_block(&client, lab, i).await;
         }
         let start = Instant::now();
-        for i in 1..=3 {
+        for i in 1..=2 {
             lab.start_agent(i, &["--stale-routes-time", "30"]);
         }
+        lab.start_agent(
+            3,
+            &["--stale-routes-time", "30", "--ipv4-autodetect", "interface=eth0"],
+        );
         let up = wait_for(Duration::from_secs(30), || {
             (1..=3).all(|i| mesh_routes_ok(lab, i))
         })
@@ -87,6 +97,26 @@ fn mesh_comes_up_and_a_new_peer_resets_no_session() {
             }
             assert!(ok, "NodeNetworkStatus {name}: {last:?}");
         }
+
+        let node3 = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+            .get("node-3")
+            .await
+            .unwrap();
+        assert_eq!(
+            node3
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .get("tabby.dev/ipv4-address")
+                .map(String::as_str),
+            Some(format!("{}/24", lab.node(3).address).as_str()),
+            "node-3's autodetected address annotation"
+        );
+
+        // Every watch ends and the history is gone: the agents' watchers must re-list.
+        sim.compact();
+        sim.drop_watches();
+        tokio::time::sleep(Duration::from_millis(200)).await;
 
         // A BGPPeer for node-1 only, towards a router that does not answer.
         let before: Vec<_> = (1..=3).map(|i| bgp_connections(&lab.node(i).ns)).collect();

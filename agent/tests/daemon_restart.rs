@@ -22,7 +22,7 @@ fn sigkill_and_restart_keep_routes_and_sweep_only_stale_ones() {
         return;
     }
     let mut lab = Lab::new(2, 102);
-    lab.block_on(async |lab: &mut Lab, client| {
+    lab.block_on(async |lab: &mut Lab, client, _sim| {
         create_pool(&client).await;
         for i in 1..=2 {
             create_node(&client, lab, i).await;

@@ -125,7 +125,7 @@ impl Lab {
     /// there (CRDs installed, kubeconfig written) and a client to it.
     pub fn block_on<F>(&mut self, body: F)
     where
-        F: AsyncFnOnce(&mut Lab, Client) + Send,
+        F: AsyncFnOnce(&mut Lab, Client, &KubeSim) + Send,
     {
         let hub = self.hub.take().expect("hub namespace");
         let lab = &mut *self;
@@ -147,7 +147,7 @@ impl Lab {
                 sim.write_kubeconfig(&lab.kubeconfig()).expect("kubeconfig");
                 let client = sim.client().await.expect("client");
                 install_crds(&client).await;
-                body(lab, client).await;
+                body(lab, client, &sim).await;
                 // Agents first, so their last moments are not spent on a vanished API.
                 for n in &mut lab.nodes {
                     if let Some(mut p) = n.agent.take() {
@@ -178,11 +178,12 @@ impl Lab {
             node.state_dir.join("cni.sock").to_str().unwrap(),
             "--listen",
             "127.0.0.1:9097",
-            "--ipv4-autodetect",
-            "none",
         ])
         .args(extra)
         .env("RUST_LOG", "info,tabby_bgp=info,kube=warn");
+        if !extra.contains(&"--ipv4-autodetect") {
+            cmd.args(["--ipv4-autodetect", "none"]);
+        }
         node.starts += 1;
         node.agent = Some(Process::spawn(&node.name, cmd, &log).expect("spawn tabby-agent"));
     }
@@ -223,13 +224,23 @@ async fn install_crds(client: &Client) {
 /// The Node object for node `i`, its BGP address in the annotation the agent reads.
 pub async fn create_node(client: &Client, lab: &Lab, i: usize) {
     let n = lab.node(i);
+    create_node_with(
+        client,
+        &n.name,
+        json!({"tabby.dev/ipv4-address": format!("{}/24", n.address)}),
+    )
+    .await;
+}
+
+/// A Node with the given annotations only (no address: autodetection must find it).
+pub async fn create_node_with(client: &Client, name: &str, annotations: serde_json::Value) {
     let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
-            "name": n.name,
-            "labels": {"kubernetes.io/hostname": n.name},
-            "annotations": {"tabby.dev/ipv4-address": format!("{}/24", n.address)},
+            "name": name,
+            "labels": {"kubernetes.io/hostname": name},
+            "annotations": annotations,
         },
     }))
     .unwrap();
