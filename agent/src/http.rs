@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /healthz` | 200 `ok` while the agent's loops run ([`Health::set_alive`]); 503 otherwise — the kubelet restarts the pod |
+//! | `GET /healthz` | 200 `ok` while the agent's loops run ([`Health::set_alive`], and [`Health::beat`] within [`LIVENESS_TIMEOUT`] once beating); 503 otherwise — the kubelet restarts the pod |
 //! | `GET /readyz` | 200 `ready: …` or 503 `not ready: <reason>` ([`Health::readiness`]) |
 //! | `GET /metrics` | OpenMetrics text ([`crate::metrics`]) |
 //!
@@ -30,12 +30,17 @@ use crate::metrics::AgentMetrics;
 /// Default start grace period for peers (contracts §1).
 pub const DEFAULT_PEER_GRACE: Duration = Duration::from_secs(60);
 
+/// Once the main loop calls [`Health::beat`], a silence this long means it is wedged.
+pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How many down peers the readiness body names.
 const PEERS_IN_REASON: usize = 5;
 
 #[derive(Debug, Default, Clone)]
 struct Facts {
     alive: bool,
+    /// The main loop's last heartbeat; `None`: it does not beat (only `alive` counts).
+    beat: Option<Instant>,
     node: bool,
     blocks: bool,
     cni: bool,
@@ -125,9 +130,34 @@ impl Health {
         self.set_sessions(status.sessions_total as usize, down);
     }
 
+    /// The main loop is making progress: call on every pass (and on its periodic tick). Once
+    /// it has beaten, [`LIVENESS_TIMEOUT`] without a beat fails `/healthz`.
+    pub fn beat(&self) {
+        self.with(|f| f.beat = Some(Instant::now()));
+    }
+
     /// Liveness.
     pub fn alive(&self) -> bool {
-        self.with(|f| f.alive)
+        self.liveness_at(Instant::now()).is_ok()
+    }
+
+    /// `Ok` or why not, for the `/healthz` body.
+    pub fn liveness(&self) -> Result<(), String> {
+        self.liveness_at(Instant::now())
+    }
+
+    fn liveness_at(&self, now: Instant) -> Result<(), String> {
+        let f = self.with(|f| f.clone());
+        if !f.alive {
+            return Err("the agent's loops are not running".into());
+        }
+        match f.beat {
+            Some(t) if now.saturating_duration_since(t) > LIVENESS_TIMEOUT => Err(format!(
+                "no heartbeat from the main loop for {}s",
+                now.saturating_duration_since(t).as_secs()
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// `(ready, reason)`; the reason is one line for the `/readyz` body.
@@ -137,17 +167,18 @@ impl Health {
 
     fn readiness_at(&self, now: Instant) -> (bool, String) {
         let f = self.with(|f| f.clone());
-        let missing: Vec<&str> = [
-            (f.alive, "the agent's loops are not running"),
-            (f.node, "its Node has not been read"),
-            (f.blocks, "its IPAM blocks are not known yet"),
-            (f.cni, "the CNI socket does not serve"),
-            (f.speaker, "the BGP speaker is not running"),
-        ]
-        .into_iter()
-        .filter(|(ok, _)| !ok)
-        .map(|(_, why)| why)
-        .collect();
+        let mut missing: Vec<String> = self.liveness_at(now).err().into_iter().collect();
+        missing.extend(
+            [
+                (f.node, "its Node has not been read"),
+                (f.blocks, "its IPAM blocks are not known yet"),
+                (f.cni, "the CNI socket does not serve"),
+                (f.speaker, "the BGP speaker is not running"),
+            ]
+            .into_iter()
+            .filter(|(ok, _)| !ok)
+            .map(|(_, why)| why.to_string()),
+        );
         if !missing.is_empty() {
             return (false, missing.join("; "));
         }
@@ -227,14 +258,13 @@ pub async fn serve(
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {
-    if s.health.alive() {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (
+    match s.health.liveness() {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not alive: the agent's loops are not running\n",
+            format!("not alive: {why}\n"),
         )
-            .into_response()
+            .into_response(),
     }
 }
 
@@ -315,6 +345,28 @@ mod tests {
         let (ok, why) = h.readiness_at(t0 + Duration::from_secs(600));
         assert!(!ok);
         assert_eq!(why, "the BGP speaker is not running");
+    }
+
+    #[test]
+    fn liveness_with_and_without_heartbeats() {
+        let h = Health::new(Duration::from_secs(60));
+        let t0 = h.started;
+        assert_eq!(
+            h.liveness_at(t0),
+            Err("the agent's loops are not running".into())
+        );
+        h.set_alive(true);
+        // Never beating: alive as long as the flag says so.
+        assert_eq!(h.liveness_at(t0 + Duration::from_secs(3600)), Ok(()));
+        h.beat();
+        let beat = h.with(|f| f.beat).unwrap();
+        assert_eq!(h.liveness_at(beat + LIVENESS_TIMEOUT), Ok(()));
+        assert_eq!(
+            h.liveness_at(beat + LIVENESS_TIMEOUT + Duration::from_secs(15)),
+            Err("no heartbeat from the main loop for 75s".into())
+        );
+        h.set_alive(false);
+        assert!(h.liveness_at(beat).is_err());
     }
 
     #[test]
