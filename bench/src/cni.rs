@@ -56,13 +56,16 @@ const POOL_CIDR: &str = "10.244.0.0/16";
 const REF_SUBNET: &str = "10.88.0.0/16";
 /// Seconds a released address rests; the controller and the agent's client must agree.
 const COOLDOWN_S: u64 = 1;
+/// The IPAM controller's default cap on blocks per node and family.
+pub const MAX_BLOCKS_PER_NODE: u64 = 20;
 /// Bound on any one plugin invocation; a hung plugin fails the bench instead of hanging it.
 const INVOCATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, clap::Args)]
 pub struct CniArgs {
-    /// Pods in the sequential phase (per target).
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=2000))]
+    /// Pods in the sequential phase (per target). The node's blocks (at most
+    /// [`MAX_BLOCKS_PER_NODE`] of `--block-size`) must hold them and the concurrent ones.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pods: u32,
     /// Pods in the concurrent phase (per target), all started at once.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
@@ -634,6 +637,16 @@ fn figures(prefix: &str, l: Option<Latency>, out: &mut serde_json::Map<String, V
 pub fn run(args: CniArgs) -> anyhow::Result<()> {
     if !tabby_netlab::is_root() {
         bail!("tabby-bench cni needs root (network namespaces)");
+    }
+    let room = MAX_BLOCKS_PER_NODE << (32 - u32::from(args.block_size));
+    if u64::from(args.pods + args.concurrency) > room {
+        bail!(
+            "{} + {} pods do not fit in the node's at most {MAX_BLOCKS_PER_NODE} blocks of /{} \
+             ({room} addresses); use fewer pods or a larger block",
+            args.pods,
+            args.concurrency,
+            args.block_size
+        );
     }
     if args.concurrency > args.pods {
         bail!(
