@@ -490,6 +490,40 @@ async fn a_built_status_is_accepted_by_the_crd_schema() {
     assert!(held.update_time.is_some());
     held.update_time = None;
     assert_eq!(held, built, "what the server holds is what was built");
+
+    // `kubectl get nns` at a glance: the CRD's printer columns over this status.
+    let req = http::Request::get("/apis/tabby.dev/v1alpha1/nodenetworkstatuses")
+        .header(
+            "accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let table: serde_json::Value =
+        serde_json::from_str(&client.request_text(req).await.unwrap()).unwrap();
+    let columns: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    let cell = |name: &str| {
+        let i = columns.iter().position(|c| *c == name).unwrap();
+        table["rows"][0]["cells"][i].clone()
+    };
+    assert_eq!(cell("Name"), "a");
+    assert_eq!(cell("Ready"), "False", "{table}");
+    assert_eq!(cell("Established"), 0);
+    assert_eq!(cell("Sessions"), 6);
+    assert_eq!(cell("Routes"), 0);
+    assert_eq!(cell("Blocks"), 2);
+    let last = cell("Last Error");
+    assert!(
+        last.as_str()
+            .unwrap()
+            .starts_with("BGPPeer tor-a, peer 192.0.2.1: "),
+        "{last}"
+    );
     assert_eq!(
         publisher
             .stats()
