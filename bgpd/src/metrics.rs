@@ -16,7 +16,7 @@
 //! | `tabby_bgp_notifications_sent_total`, `…_received_total` | counter | `peer`, `code`, `subcode`, `name` |
 //! | `tabby_bgp_rib_prefixes` | gauge | `family` |
 //! | `tabby_bgp_rib_attribute_sets`, `tabby_bgp_update_groups` | gauge | — |
-//! | `tabby_bgp_update_processing_seconds` | histogram (`_sum`, `_count`, `+Inf` bucket) | — |
+//! | `tabby_bgp_update_processing_seconds` | histogram, buckets 1 µs … 1 s (1–2.5–5) and `+Inf` | — |
 //! | `tabby_bgp_update_batches_total` | counter | — |
 //! | `tabby_bgp_update_batch_max_seconds` | gauge | — |
 //! | `tabby_bgpd_uptime_seconds` | gauge | — |
@@ -114,9 +114,8 @@ struct ResultLabel {
     result: String,
 }
 
-/// A histogram from a snapshot. The speaker's snapshot has the count and the total time of
-/// processed UPDATEs but no per-bucket counts yet, so only the `+Inf` bucket is filled:
-/// `_sum / _count` gives the mean; finer buckets need the speaker to count them.
+/// A histogram from a snapshot: the speaker counts per bucket (µs to s, see
+/// `tabby_bgp::speaker::DURATION_BUCKETS`), this only encodes them.
 #[derive(Debug)]
 struct ConstHistogram {
     sum: f64,
@@ -274,7 +273,7 @@ pub fn encode(m: &Metrics, uptime: Duration, daemon: &DaemonCounters) -> String 
         ConstHistogram {
             sum: m.update_processing.as_secs_f64(),
             count: m.updates_processed,
-            buckets: vec![(f64::INFINITY, m.updates_processed)],
+            buckets: m.update_processing_histogram.buckets(),
         },
     );
     reg.register(
@@ -370,6 +369,13 @@ mod tests {
             updates_processed: 8,
             update_processing: Duration::from_millis(500),
             update_processing_max: Duration::from_millis(250),
+            update_processing_histogram: {
+                let mut h = tabby_bgp::speaker::DurationHistogram::default();
+                h.observe(Duration::from_micros(40), 5);
+                h.observe(Duration::from_millis(2), 2);
+                h.observe(Duration::from_secs(2), 1);
+                h
+            },
         };
         let counters = DaemonCounters::default();
         counters.reload(ReloadResult::Applied);
@@ -398,6 +404,13 @@ mod tests {
             "tabby_bgp_update_groups 1".to_string(),
             "tabby_bgp_update_processing_seconds_sum 0.5".to_string(),
             "tabby_bgp_update_processing_seconds_count 8".to_string(),
+            // Cumulative: 5 at 40 µs, 2 at 2 ms, 1 beyond a second.
+            "tabby_bgp_update_processing_seconds_bucket{le=\"0.000001\"} 0".to_string(),
+            "tabby_bgp_update_processing_seconds_bucket{le=\"0.000025\"} 0".to_string(),
+            "tabby_bgp_update_processing_seconds_bucket{le=\"0.00005\"} 5".to_string(),
+            "tabby_bgp_update_processing_seconds_bucket{le=\"0.001\"} 5".to_string(),
+            "tabby_bgp_update_processing_seconds_bucket{le=\"0.0025\"} 7".to_string(),
+            "tabby_bgp_update_processing_seconds_bucket{le=\"1.0\"} 7".to_string(),
             "tabby_bgp_update_processing_seconds_bucket{le=\"+Inf\"} 8".to_string(),
             "tabby_bgp_update_batches_total 5".to_string(),
             "tabby_bgp_update_batch_max_seconds 0.25".to_string(),

@@ -25,8 +25,8 @@ use tracing::{debug, info, warn};
 
 use super::config::{PeerChange, PeerConfig, SpeakerConfig, classify_change};
 use super::status::{
-    AdjRoute, Metrics, NotificationInfo, PathAttrsView, PathInfo, PeerMetrics, PeerStatus,
-    RouteInfo,
+    AdjRoute, DurationHistogram, Metrics, NotificationInfo, PathAttrsView, PathInfo, PeerMetrics,
+    PeerStatus, RouteInfo,
 };
 use super::subscribe::Subscribers;
 use super::transport::Transport;
@@ -169,6 +169,7 @@ pub(super) struct Loop {
     updates_processed: u64,
     update_time: Duration,
     update_time_max: Duration,
+    update_histogram: DurationHistogram,
     /// RFC 4724 §4.1 selection deferral after our restart: ends at this time at the latest.
     deferral: Option<Instant>,
 }
@@ -208,6 +209,7 @@ impl Loop {
             updates_processed: 0,
             update_time: Duration::ZERO,
             update_time_max: Duration::ZERO,
+            update_histogram: DurationHistogram::default(),
             deferral,
         }
     }
@@ -256,6 +258,9 @@ impl Loop {
                         self.updates_processed += updates;
                         self.update_time += took;
                         self.update_time_max = self.update_time_max.max(took);
+                        // Each UPDATE of the batch at the batch's time per UPDATE.
+                        let per = took / u32::try_from(updates).unwrap_or(u32::MAX);
+                        self.update_histogram.observe(per, updates);
                     }
                 }
                 () = sleep => {
@@ -1442,6 +1447,7 @@ impl Loop {
             updates_processed: self.updates_processed,
             update_processing: self.update_time,
             update_processing_max: self.update_time_max,
+            update_processing_histogram: self.update_histogram.clone(),
         }
     }
 

@@ -28,8 +28,8 @@ pub use config::{
     SpeakerConfig, classify_change,
 };
 pub use status::{
-    AdjRoute, Metrics, NotificationInfo, PathAttrsView, PathInfo, PeerMetrics, PeerStatus,
-    RouteInfo, RouteUpdate,
+    AdjRoute, DURATION_BUCKETS, DurationHistogram, Metrics, NotificationInfo, PathAttrsView,
+    PathInfo, PeerMetrics, PeerStatus, RouteInfo, RouteUpdate,
 };
 pub use subscribe::Subscription;
 pub use transport::{MemoryNetwork, TcpTransport, Transport};

@@ -77,6 +77,40 @@ pub struct PeerStatus {
     pub max_prefix_tripped: bool,
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_le_bounds() {
+        let mut h = DurationHistogram::default();
+        let cases = [
+            // (value, bucket upper bound it must land in)
+            (Duration::ZERO, 1e-6),
+            (Duration::from_nanos(1000), 1e-6),
+            (Duration::from_nanos(1001), 2.5e-6),
+            (Duration::from_micros(30), 5e-5),
+            (Duration::from_millis(1), 1e-3),
+            (Duration::from_millis(300), 0.5),
+            (Duration::from_secs(1), 1.0),
+            (Duration::from_millis(1001), f64::INFINITY),
+            (Duration::from_secs(3600), f64::INFINITY),
+        ];
+        for (v, bound) in cases {
+            let mut one = DurationHistogram::default();
+            one.observe(v, 3);
+            let hit: Vec<(f64, u64)> = one.buckets().into_iter().filter(|b| b.1 > 0).collect();
+            assert_eq!(hit, [(bound, 3)], "{v:?}");
+            h.observe(v, 1);
+        }
+        assert_eq!(h.count(), cases.len() as u64);
+        let b = h.buckets();
+        assert_eq!(b.len(), 20);
+        assert!(b.windows(2).all(|w| w[0].0 < w[1].0), "ascending");
+        assert_eq!(b.last(), Some(&(f64::INFINITY, 2)));
+    }
+}
+
 /// One path of a prefix, as the status page shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PathInfo {
@@ -193,6 +227,52 @@ pub struct Metrics {
     pub update_processing: Duration,
     /// The longest single batch.
     pub update_processing_max: Duration,
+    /// Per-UPDATE processing time: each batch counts its UPDATEs at the batch's time per
+    /// UPDATE.
+    pub update_processing_histogram: DurationHistogram,
+}
+
+/// Upper bounds (seconds) of [`DurationHistogram`]: 1–2.5–5 steps from 1 µs to 1 s; one
+/// UPDATE takes microseconds when it changes one route and up to a second under a full
+/// table from many peers, so the buckets cover both ends.
+pub const DURATION_BUCKETS: [f64; 19] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
+    5e-2, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// A fixed-bucket histogram of durations (bounds [`DURATION_BUCKETS`], plus +Inf). Counts are
+/// per bucket, not cumulative; an observation lands in the first bucket whose bound is at
+/// least its value (Prometheus `le`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DurationHistogram {
+    counts: [u64; DURATION_BUCKETS.len() + 1],
+}
+
+impl DurationHistogram {
+    /// Counts `weight` observations of `value`.
+    pub fn observe(&mut self, value: Duration, weight: u64) {
+        let v = value.as_secs_f64();
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|&b| v <= b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.counts[i] = self.counts[i].saturating_add(weight);
+    }
+
+    /// (upper bound, observations in this bucket alone), ascending, ending with +Inf: the
+    /// shape `prometheus-client` encodes (it accumulates).
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        DURATION_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.counts.iter().copied())
+            .collect()
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
 }
 
 /// Per-peer counters for metrics.
