@@ -108,6 +108,9 @@ pub struct RawConfig {
     pub default_local_pref: u32,
     #[serde(default)]
     pub graceful_restart: Option<RawGracefulRestart>,
+    /// RFC 8654 extended messages offered to peers without their own `extended_message`.
+    #[serde(default = "default_extended_message")]
+    pub extended_message: bool,
     #[serde(default)]
     pub peers: Vec<RawPeer>,
     #[serde(default)]
@@ -121,6 +124,9 @@ fn default_listen() -> Vec<IpAddr> {
 }
 fn default_port() -> u16 {
     BGP_PORT
+}
+fn default_extended_message() -> bool {
+    true
 }
 fn default_max_paths() -> u16 {
     1
@@ -187,6 +193,9 @@ pub struct RawPeer {
     pub extended_next_hop: bool,
     #[serde(default)]
     pub add_path: RawAddPath,
+    /// RFC 8654 extended messages. Default: the top-level `extended_message`.
+    #[serde(default)]
+    pub extended_message: Option<bool>,
     /// Default: true when the top-level `[graceful_restart]` section is present.
     #[serde(default)]
     pub graceful_restart: Option<bool>,
@@ -348,6 +357,8 @@ pub struct Peer {
     pub families: BTreeSet<AfiSafi>,
     pub extended_next_hop: bool,
     pub add_path_receive: BTreeSet<AfiSafi>,
+    /// RFC 8654, resolved: the peer's key, else the top-level one.
+    pub extended_message: bool,
     pub graceful_restart: bool,
     pub route_reflector_client: bool,
     pub next_hop_mode: NextHopMode,
@@ -480,7 +491,7 @@ impl Config {
                 continue;
             }
             peer_index.insert(p.address, i);
-            let peer = check_peer(
+            let mut peer = check_peer(
                 e,
                 &path,
                 p,
@@ -489,6 +500,7 @@ impl Config {
                 &policy_index,
                 base,
             );
+            peer.extended_message = p.extended_message.unwrap_or(raw.extended_message);
             // A passive peer must be able to reach a listener: an IPv4 listener takes only
             // IPv4 peers, an IPv6 one only IPv6 peers, except `::`, which takes both.
             let reachable = listen.iter().any(|l| match (l.ip(), p.address) {
@@ -774,6 +786,7 @@ fn check_peer(
         families,
         extended_next_hop: p.extended_next_hop,
         add_path_receive: p.add_path.receive.iter().copied().collect(),
+        extended_message: p.extended_message.unwrap_or_else(default_extended_message),
         graceful_restart,
         route_reflector_client: p.route_reflector_client,
         next_hop_mode: p.next_hop_mode,

@@ -51,6 +51,7 @@ pub fn peer_config(p: &Peer) -> PeerConfig {
     c.ipv4_unicast = p.families.contains(&AfiSafi::Ipv4Unicast);
     c.ipv6_unicast = p.families.contains(&AfiSafi::Ipv6Unicast);
     c.extended_next_hop = p.extended_next_hop;
+    c.extended_message = Some(p.extended_message);
     c.add_path = AddPathConfig {
         ipv4_receive: p.add_path_receive.contains(&AfiSafi::Ipv4Unicast),
         ipv6_receive: p.add_path_receive.contains(&AfiSafi::Ipv6Unicast),

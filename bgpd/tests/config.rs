@@ -400,3 +400,56 @@ fn the_shipped_example_is_valid() {
     let c = Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(!c.peers.is_empty() && !c.policies.is_empty() && !c.originate.is_empty());
 }
+
+/// RFC 8654 extended messages: on by default (the speaker's default), a top-level default for
+/// every peer, and a per-peer key that wins; both reach the speaker's OPEN.
+#[test]
+fn extended_message_defaults_to_the_top_level_key_and_a_peer_can_override() {
+    let v4: IpAddr = "127.0.0.2".parse().unwrap();
+    let v6: IpAddr = "::1".parse().unwrap();
+    let c = parse(BASE).unwrap();
+    assert!(c.peers[&v4].extended_message && c.peers[&v6].extended_message);
+
+    let off = format!("extended_message = false\n{BASE}");
+    let c = parse(&off).unwrap();
+    assert!(!c.peers[&v4].extended_message && !c.peers[&v6].extended_message);
+
+    let one_on = off.replacen(
+        "remote_asn = 65002\n",
+        "remote_asn = 65002\nextended_message = true\n",
+        1,
+    );
+    let c = parse(&one_on).unwrap();
+    assert!(c.peers[&v4].extended_message, "the peer's key wins");
+    assert!(
+        !c.peers[&v6].extended_message,
+        "the others keep the top-level one"
+    );
+
+    let speaker = tabby_bgpd::convert::speaker_config(&c, false);
+    let open = |addr: &IpAddr| {
+        tabby_bgpd::convert::peer_config(&c.peers[addr])
+            .local_config(&speaker)
+            .extended_message
+    };
+    assert!(open(&v4) && !open(&v6), "what the OPEN offers");
+}
+
+#[test]
+fn extended_message_wrong_types_name_the_key_and_line() {
+    let text = BASE.replacen(
+        "remote_asn = 65002\n",
+        "remote_asn = 65002\nextended_message = \"yes\"\n",
+        1,
+    );
+    let e = errors(&text).join("\n");
+    assert!(
+        e.contains("extended_message") && e.contains("line"),
+        "the peer key is named: {e}"
+    );
+    let e = errors(&format!("extended_message = 1\n{BASE}")).join("\n");
+    assert!(
+        e.contains("extended_message") && e.contains("line 1"),
+        "the top-level key is named: {e}"
+    );
+}

@@ -57,6 +57,10 @@ pub struct SpeakerConfig {
     /// `None`: graceful restart is not announced to anyone.
     #[serde(default)]
     pub graceful_restart: Option<GracefulRestartSettings>,
+    /// RFC 8654 extended messages (up to 65535 octets) offered to peers without their own
+    /// [`PeerConfig::extended_message`].
+    #[serde(default = "yes")]
+    pub extended_message: bool,
 }
 
 impl SpeakerConfig {
@@ -68,6 +72,7 @@ impl SpeakerConfig {
             listen: Vec::new(),
             best_path: BestPathConfig::default(),
             graceful_restart: None,
+            extended_message: true,
         }
     }
 }
@@ -136,6 +141,9 @@ pub struct PeerConfig {
     pub extended_next_hop: bool,
     #[serde(default)]
     pub add_path: AddPathConfig,
+    /// RFC 8654 extended messages; `None`: [`SpeakerConfig::extended_message`].
+    #[serde(default)]
+    pub extended_message: Option<bool>,
     /// Announce graceful restart to this peer (needs [`SpeakerConfig::graceful_restart`]).
     #[serde(default = "yes")]
     pub graceful_restart: bool,
@@ -188,6 +196,7 @@ impl PeerConfig {
             ipv6_unicast: false,
             extended_next_hop: false,
             add_path: AddPathConfig::default(),
+            extended_message: None,
             graceful_restart: true,
             route_reflector_client: false,
             next_hop_mode: NextHopMode::Auto,
@@ -330,7 +339,7 @@ impl PeerConfig {
         l.families = self.families();
         l.route_refresh = true;
         l.enhanced_route_refresh = true;
-        l.extended_message = true;
+        l.extended_message = self.extended_message.unwrap_or(speaker.extended_message);
         if self.extended_next_hop {
             l.extended_next_hop = BTreeSet::from([(Family::IPV4_UNICAST, Afi::IPV6)]);
         }
@@ -432,6 +441,8 @@ pub fn classify_change(old: &PeerConfig, new: &PeerConfig) -> PeerChange {
         || old.ipv6_unicast != new.ipv6_unicast
         || old.extended_next_hop != new.extended_next_hop
         || old.add_path != new.add_path
+        // A capability: only a new OPEN exchange changes it.
+        || old.extended_message != new.extended_message
         || old.graceful_restart != new.graceful_restart
         // The peer type decides loop checks and the import fix-ups of routes already held.
         || old.route_reflector_client != new.route_reflector_client;
@@ -507,6 +518,11 @@ mod tests {
                 PeerChange::Reset,
             ),
             ("remote AS", |p| p.remote_asn = 65002, PeerChange::Reset),
+            (
+                "extended messages: a capability (RFC 8654)",
+                |p| p.extended_message = Some(false),
+                PeerChange::Reset,
+            ),
             (
                 "import and hold: the stronger wins",
                 |p| {
