@@ -376,7 +376,7 @@ impl Control {
             restart::since(self.started),
             self.cfg.stale_routes_time,
             &planned,
-            &statuses,
+            &restart::peer_states(&statuses),
             quiet,
         ) {
             self.sweep(why).await;
@@ -504,4 +504,44 @@ fn interface_addresses() -> Result<Vec<IpAddr>, crate::routes::NetlinkError> {
         .iter()
         .flat_map(|i| i.addrs.iter().map(|a| a.addr()))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tabby_api::v1alpha1::IPAMBlockSpec;
+
+    fn block(name: &str, cidr: &str) -> IPAMBlock {
+        IPAMBlock::new(
+            name,
+            IPAMBlockSpec {
+                cidr: cidr.into(),
+                pool: "p".into(),
+                node: "n1".into(),
+            },
+        )
+    }
+
+    #[test]
+    fn own_blocks_are_sorted_and_bad_cidrs_reported() {
+        let mut problems = Vec::new();
+        let got = own_blocks(
+            &[
+                block("b2", "10.244.0.64/26"),
+                block("b1", "10.244.0.0/26"),
+                block("v6", "fd00::/122"),
+                block("bad", "10.244.0.1/26"),
+                block("junk", "not-a-cidr"),
+            ],
+            &mut problems,
+        );
+        let want: Vec<IpNet> = ["10.244.0.0/26", "10.244.0.64/26", "fd00::/122"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(got, want);
+        let named: Vec<&str> = problems.iter().map(|p| p.object.name.as_str()).collect();
+        assert_eq!(named, ["bad", "junk"]);
+        assert!(problems[0].reason.contains("host bits"));
+    }
 }

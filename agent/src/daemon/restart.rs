@@ -53,22 +53,33 @@ pub enum SweepReason {
     Timeout,
 }
 
-/// Decides whether to sweep. `planned`: the peers the applied plan holds; `statuses`: the
+/// One peer as the sweep sees it: address, FSM state, time in that state.
+pub type PeerState = (IpAddr, State, Duration);
+
+/// The speaker's statuses reduced to what [`sweep_due`] reads.
+pub fn peer_states(statuses: &[PeerStatus]) -> Vec<PeerState> {
+    statuses
+        .iter()
+        .map(|s| (s.address, s.state, s.for_))
+        .collect()
+}
+
+/// Decides whether to sweep. `planned`: the peers the applied plan holds; `peers`: the
 /// speaker's; `quiet_for`: time since the last best-path batch reached the kernel feed.
 pub fn sweep_due(
     since_start: Duration,
     stale_routes_time: Duration,
     planned: &BTreeSet<IpAddr>,
-    statuses: &[PeerStatus],
+    peers: &[PeerState],
     quiet_for: Duration,
 ) -> Option<SweepReason> {
     if since_start >= stale_routes_time {
         return Some(SweepReason::Timeout);
     }
     let synced = planned.iter().all(|a| {
-        statuses
+        peers
             .iter()
-            .any(|s| s.address == *a && s.state == State::Established && s.for_ >= SETTLE)
+            .any(|(addr, state, for_)| addr == a && *state == State::Established && *for_ >= SETTLE)
     });
     (synced && quiet_for >= SETTLE).then_some(SweepReason::Synced)
 }
@@ -76,4 +87,67 @@ pub fn sweep_due(
 /// `Instant` arithmetic that never panics.
 pub fn since(t: Instant) -> Duration {
     Instant::now().saturating_duration_since(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn sweep_decisions() {
+        let a = ip("10.0.0.2");
+        let b = ip("10.0.0.3");
+        let both: BTreeSet<IpAddr> = [a, b].into();
+        let up = |x, secs| (x, State::Established, S(secs));
+        // (since start, peers, quiet for, expected)
+        let cases: Vec<(u64, Vec<PeerState>, u64, Option<SweepReason>)> = vec![
+            // Every peer up long enough and the stream quiet: the tables are in.
+            (10, vec![up(a, 3), up(b, 3)], 3, Some(SweepReason::Synced)),
+            // One peer not back yet: wait.
+            (10, vec![up(a, 3), (b, State::Active, S(9))], 3, None),
+            (10, vec![up(a, 3)], 3, None),
+            // Just established: its table may still be coming.
+            (10, vec![up(a, 3), up(b, 1)], 3, None),
+            // Routes still arriving.
+            (10, vec![up(a, 3), up(b, 3)], 1, None),
+            // The timeout wins over everything.
+            (120, vec![], 0, Some(SweepReason::Timeout)),
+            (
+                200,
+                vec![(a, State::Connect, S(1))],
+                0,
+                Some(SweepReason::Timeout),
+            ),
+        ];
+        for (start, peers, quiet, want) in cases {
+            assert_eq!(
+                sweep_due(S(start), S(120), &both, &peers, S(quiet)),
+                want,
+                "start {start}s, peers {peers:?}, quiet {quiet}s"
+            );
+        }
+        // No peer planned (a single node): only the stream must settle.
+        assert_eq!(
+            sweep_due(S(5), S(120), &BTreeSet::new(), &[], S(3)),
+            Some(SweepReason::Synced)
+        );
+    }
+
+    #[test]
+    fn marker_is_written_and_found() {
+        let dir = std::env::temp_dir().join(format!("tabby-marker-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(!previous_run(&dir).unwrap());
+        write_marker(&dir).unwrap();
+        assert!(previous_run(&dir).unwrap());
+        let pid = std::fs::read_to_string(marker_path(&dir)).unwrap();
+        assert_eq!(pid.trim(), std::process::id().to_string());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
