@@ -271,7 +271,8 @@ fn container_id(target: &str, phase: &str, i: usize) -> String {
     format!("{target}-{phase}-{i:05}")
 }
 
-/// ADDs every pod in `slots` at once, then checks the addresses are distinct.
+/// Runs `command` for every pod in `slots` at once (released by a barrier): each invocation's
+/// time, the wall time of the whole wave, and each invocation's output.
 fn wave(
     plugin: &Plugin,
     slots: &[PodSlot],
