@@ -23,7 +23,6 @@ use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
@@ -57,12 +56,14 @@ pub const HOST_ROUTE_METRIC: u32 = 50;
 pub const HOST_MAC: [u8; 6] = [0xee; 6];
 /// The pods' IPv4 gateway: a link-local address nobody owns; the host side answers by proxy ARP.
 pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// The pods' IPv6 gateway: the host side's link-local address, the EUI-64 one of [`HOST_MAC`]
+/// (RFC 4291 §2.5.1, appendix A) that the kernel would derive itself.
+pub const HOST_LINK_LOCAL: Ipv6Addr =
+    Ipv6Addr::new(0xfe80, 0, 0, 0, 0xecee, 0xeeff, 0xfeee, 0xeeee);
 /// Prefix of host-side interface names.
 pub const HOST_IFNAME_PREFIX: &str = "tab";
 /// Used when the host has no interface to learn an MTU from.
 pub const DEFAULT_MTU: u32 = 1500;
-
-const LINK_LOCAL_WAIT: Duration = Duration::from_secs(3);
 
 /// The host-side interface name for a pod: `tab` + the first 11 hex digits of SHA-256 of
 /// `namespace.name` (stable across restarts; 44 bits make a collision on one node
@@ -704,7 +705,9 @@ impl Datapath {
         }
         let mut gateway_v6 = None;
         if v6.is_some() {
-            let ll = self.wait_link_local(host_index, &spec.host_ifname).await?;
+            let ll = self
+                .add_host_link_local(host_index, &spec.host_ifname)
+                .await?;
             add_pod_gateway(&pod, pod_index, ll.into()).await?;
             gateway_v6 = Some(ll);
         }
@@ -750,36 +753,29 @@ impl Datapath {
         }
     }
 
-    async fn wait_link_local(&self, index: u32, name: &str) -> Result<Ipv6Addr, DatapathError> {
-        let start = Instant::now();
-        loop {
-            let dumping = self.dump_lock.lock().await;
-            let addrs: Vec<AddressMessage> = self
-                .handle
-                .address()
-                .get()
-                .set_link_index_filter(index)
-                .execute()
-                .try_collect()
-                .await
-                .map_err(nl(format!("listing addresses of {name}")))?;
-            let ll = addrs.iter().find_map(|m| {
-                m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Address(IpAddr::V6(v6)) if is_link_local(v6) => Some(*v6),
-                    _ => None,
-                })
-            });
-            drop(dumping);
-            if let Some(ll) = ll {
-                return Ok(ll);
+    /// Gives the host side its link-local address, [`HOST_LINK_LOCAL`], without DAD. Waiting
+    /// for the kernel to make one instead costs up to a second when many veths come up at once:
+    /// addrconf acts on carrier changes, which the kernel's linkwatch batches at most once a
+    /// second. The kernel's own EUI-64 address for [`HOST_MAC`] is the same one (EEXIST), so
+    /// nothing is duplicated.
+    async fn add_host_link_local(&self, index: u32, name: &str) -> Result<Ipv6Addr, DatapathError> {
+        let mut req = self
+            .handle
+            .address()
+            .add(index, IpAddr::V6(HOST_LINK_LOCAL), 64);
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        match req.execute().await {
+            Ok(()) => Ok(HOST_LINK_LOCAL),
+            Err(e) => {
+                let err = nl(format!("adding {HOST_LINK_LOCAL}/64 to {name}"))(e);
+                if err.errno() == Some(libc_eexist()) {
+                    Ok(HOST_LINK_LOCAL)
+                } else {
+                    Err(err)
+                }
             }
-            if start.elapsed() > LINK_LOCAL_WAIT {
-                return Err(DatapathError::Io(format!(
-                    "{name} got no IPv6 link-local address within {LINK_LOCAL_WAIT:?}; is IPv6 \
-                     disabled on the node (net.ipv6.conf.*.disable_ipv6 / addr_gen_mode)?"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
@@ -1290,6 +1286,20 @@ fn is_veth(m: &LinkMessage) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 4291 appendix A: the interface ID is the MAC with ff:fe in the middle and the
+    /// universal/local bit inverted.
+    #[test]
+    fn host_link_local_is_the_eui64_address_of_host_mac() {
+        let m = HOST_MAC;
+        let id = [m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]];
+        let mut octets = [0u8; 16];
+        octets[0] = 0xfe;
+        octets[1] = 0x80;
+        octets[8..].copy_from_slice(&id);
+        assert_eq!(HOST_LINK_LOCAL, Ipv6Addr::from(octets));
+        assert!(is_link_local(&HOST_LINK_LOCAL));
+    }
 
     #[test]
     fn host_ifname_is_stable_and_well_formed() {
