@@ -75,6 +75,9 @@ const FRR_BGPD: &str = tabby_netlab::Frr::BGPD;
 /// How long one step of `up` may take before it fails with the relevant log.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long `up` waits for every agent's `/readyz` before printing what it has.
+const READY_WAIT: Duration = Duration::from_secs(20);
+
 /// Everything that can go wrong in the lab, in words.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
@@ -443,6 +446,7 @@ impl Lab {
             ipv6: opts.ipv6,
             mesh: opts.mesh,
             tor_password: opts.tor_password.clone(),
+            pods_per_node: opts.pods_per_node,
             ..State::default()
         };
         st.save(dir)?;
@@ -476,6 +480,7 @@ impl Lab {
             ipv6: st.ipv6,
             mesh: st.mesh,
             tor_password: st.tor_password.clone(),
+            pods_per_node: st.pods_per_node,
             ..Options::default()
         };
         Ok(Lab {
@@ -616,7 +621,19 @@ impl Lab {
                 self.add_pod(&n, p)?;
             }
         }
-        self.wait_converged(STEP_TIMEOUT)
+        self.wait_converged(STEP_TIMEOUT)?;
+        // Readiness needs every session Established; the report shows whoever is still not
+        // ready after this, with the agent's reason.
+        let start = Instant::now();
+        while start.elapsed() < READY_WAIT
+            && !self
+                .nodes()
+                .iter()
+                .all(|n| self.agent_ready(&n.name).is_some_and(|(s, _)| s == 200))
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
     }
 
     fn apply_objects(&mut self) -> Result<()> {
@@ -1145,12 +1162,23 @@ impl Lab {
         self.add_netns(&p.netns)?;
         let client = self.client.clone();
         let pod_obj = plan::pod_object(p, &n.name);
-        self.rt.block_on(async move {
+        let name = p.name.clone();
+        // The API server assigns the uid; the runtime passes the Pod's real one.
+        let uid = self.rt.block_on(async move {
             let pods: Api<Pod> = Api::namespaced(client, plan::POD_NAMESPACE);
             let pod: Pod = serde_json::from_value(pod_obj)
                 .map_err(|e| LabError::Other(format!("Pod object: {e}")))?;
-            create_or_keep(&pods, &pod, "a Pod").await
+            create_or_keep(&pods, &pod, "a Pod").await?;
+            let live = pods
+                .get(&name)
+                .await
+                .map_err(kerr(format!("reading Pod {name}")))?;
+            Ok::<_, LabError>(live.metadata.uid)
         })?;
+        let p = &PodPlan {
+            uid: uid.unwrap_or_else(|| p.uid.clone()),
+            ..p.clone()
+        };
         let started = Instant::now();
         let result = loop {
             let (code, out) = self.cni(n, p, "ADD")?;
@@ -1301,6 +1329,29 @@ impl Lab {
                 text.trim(),
                 String::from_utf8_lossy(&out.stderr).trim()
             ))
+        })
+    }
+
+    /// Changes the password in the ToR peer's Secret (what an operator rotating it does).
+    pub fn set_tor_secret(&self, password: &str) -> Result<()> {
+        let client = self.client.clone();
+        let patch = plan::tor_secret_data(password);
+        self.rt.block_on(async move {
+            let secrets: Api<Secret> = Api::namespaced(client, plan::SYSTEM_NAMESPACE);
+            let mut s = secrets
+                .get(plan::TOR_SECRET.0)
+                .await
+                .map_err(kerr("reading the ToR Secret"))?;
+            let data: std::collections::BTreeMap<String, k8s_openapi::ByteString> =
+                serde_json::from_value(patch["data"].clone())
+                    .map_err(|e| LabError::Other(format!("Secret data: {e}")))?;
+            s.data = Some(data);
+            s.string_data = None;
+            secrets
+                .replace(plan::TOR_SECRET.0, &PostParams::default(), &s)
+                .await
+                .map_err(kerr("updating the ToR Secret"))?;
+            Ok(())
         })
     }
 

@@ -42,6 +42,9 @@ enum Cmd {
         /// TCP MD5 password on the ToR sessions (a Secret referenced by the BGPPeer).
         #[arg(long)]
         tor_password: Option<String>,
+        /// Pods per node.
+        #[arg(long, default_value_t = 2)]
+        pods: usize,
         /// Prefix of the network namespaces' names.
         #[arg(long, default_value = "tlab-")]
         prefix: String,
@@ -76,6 +79,7 @@ fn main() -> anyhow::Result<()> {
             ipv6,
             no_mesh,
             tor_password,
+            pods,
             prefix,
         } => {
             let opts = Options {
@@ -84,6 +88,7 @@ fn main() -> anyhow::Result<()> {
                 ipv6,
                 mesh: !no_mesh,
                 tor_password,
+                pods_per_node: pods,
                 ..Options::default()
             };
             let start = Instant::now();

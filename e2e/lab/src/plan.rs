@@ -46,7 +46,7 @@ pub const TOR_PEER_NAME: &str = "tor";
 pub const TOR_SECRET: (&str, &str) = ("tor-bgp-password", "password");
 /// ConnectRetry on the ToR sessions, seconds.
 pub const CONNECT_RETRY_S: u16 = 5;
-/// Pods per node.
+/// Pods per node by default.
 pub const PODS_PER_NODE: usize = 2;
 /// The pods' Kubernetes namespace.
 pub const POD_NAMESPACE: &str = "default";
@@ -67,6 +67,8 @@ pub struct Options {
     pub block_size_v4: u8,
     /// The controller's `--cooldown` (seconds a released address stays unusable).
     pub cooldown_s: u32,
+    /// Pods made on each node (at most 26: `a`..`z`).
+    pub pods_per_node: usize,
 }
 
 impl Default for Options {
@@ -80,6 +82,7 @@ impl Default for Options {
             pool_v4: POOL_V4.into(),
             block_size_v4: 26,
             cooldown_s: 30,
+            pods_per_node: PODS_PER_NODE,
         }
     }
 }
@@ -116,6 +119,12 @@ impl Options {
                  most 80 bytes, RFC 2385)"
                     .into(),
             ));
+        }
+        if self.pods_per_node > 26 {
+            return Err(OptionsError(format!(
+                "--pods {} must be at most 26",
+                self.pods_per_node
+            )));
         }
         if !(20..=32).contains(&self.block_size_v4) {
             return Err(OptionsError(format!(
@@ -175,7 +184,7 @@ pub fn tor_netns(prefix: &str) -> String {
 /// The plan for node `i` (1-based).
 pub fn node(opts: &Options, i: usize) -> NodePlan {
     let name = format!("node-{i}");
-    let pods = (0..PODS_PER_NODE)
+    let pods = (0..opts.pods_per_node)
         .map(|p| {
             let letter = (b'a' + (p % 26) as u8) as char;
             let pod = format!("pod-{name}-{letter}");
@@ -369,17 +378,25 @@ pub fn custom_resources(opts: &Options) -> Vec<Value> {
     objs
 }
 
-/// The Secret with the ToR password, when one is set.
+/// The Secret with the ToR password, when one is set. `data` (base64), not `stringData`: that
+/// conversion is the API server's, and not every server the lab may talk to does it.
 pub fn tor_secret(opts: &Options) -> Option<Value> {
     opts.tor_password.as_ref().map(|p| {
-        json!({
+        let mut secret = json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": TOR_SECRET.0, "namespace": SYSTEM_NAMESPACE},
-            "stringData": {TOR_SECRET.1: p},
             "type": "Opaque",
-        })
+        });
+        secret["data"] = tor_secret_data(p)["data"].clone();
+        secret
     })
+}
+
+/// A merge patch setting the ToR Secret's password to `password`.
+pub fn tor_secret_data(password: &str) -> Value {
+    use base64::Engine;
+    json!({"data": {TOR_SECRET.1: base64::engine::general_purpose::STANDARD.encode(password)}})
 }
 
 #[cfg(test)]
@@ -497,7 +514,7 @@ mod tests {
             .find(|c| c["kind"] == "BGPConfiguration")
             .unwrap();
         assert_eq!(cfg["spec"]["nodeToNodeMeshEnabled"], false);
-        assert_eq!(tor_secret(&o).unwrap()["stringData"]["password"], "pw");
+        assert_eq!(tor_secret(&o).unwrap()["data"]["password"], "cHc=");
     }
 
     #[test]
@@ -533,6 +550,10 @@ mod tests {
             },
             Options {
                 block_size_v4: 33,
+                ..opts()
+            },
+            Options {
+                pods_per_node: 27,
                 ..opts()
             },
         ] {

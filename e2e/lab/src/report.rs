@@ -63,9 +63,10 @@ impl Report {
                             peer: x.peer_ip.clone(),
                             kind: format!("{:?}", x.peer_type).to_lowercase(),
                             state: format!("{:?}", x.state),
+                            // An Established session's last error is history.
                             detail: match &x.last_error {
-                                Some(e) => e.clone(),
-                                None => format!(
+                                Some(e) if format!("{:?}", x.state) != "Established" => e.clone(),
+                                _ => format!(
                                     "{} received / {} advertised",
                                     x.prefixes_received, x.prefixes_advertised
                                 ),
@@ -103,7 +104,7 @@ impl Report {
             .collect();
         let all = lab.nodes();
         let ping = match (all.first(), all.last()) {
-            (Some(a), Some(b)) if all.len() > 1 => {
+            (Some(a), Some(b)) if all.len() > 1 && !a.pods.is_empty() => {
                 let from = a.pods[0].netns.clone();
                 lab.pod_ipv4(&b.pods[0].netns).map(|to| {
                     let r = lab.ping(&from, &to, 3, 200).map_err(|e| e.to_string());
@@ -119,7 +120,10 @@ impl Report {
             tor_netns: lab.tor_netns(),
             tor_sessions: lab.tor_sessions().unwrap_or_default(),
             tor_routes: lab.tor_routes().unwrap_or_default(),
-            first_pod: all.first().map(|n| n.pods[0].netns.clone()),
+            first_pod: all
+                .first()
+                .and_then(|n| n.pods.first())
+                .map(|p| p.netns.clone()),
             pods,
             ping,
         }

@@ -41,6 +41,8 @@ pub struct State {
     pub mesh: bool,
     #[serde(default)]
     pub tor_password: Option<String>,
+    #[serde(default)]
+    pub pods_per_node: usize,
     /// The kube-sim address in the root namespace (`https://127.0.0.1:<port>`).
     #[serde(default)]
     pub api_server: String,

@@ -1,0 +1,336 @@
+//! End-to-end scenarios on the lab topology (issue 8): kube-sim, the IPAM controller, one
+//! tabby-agent per node namespace, an FRR top-of-rack (eBGP with every node), pods made by
+//! tabby-cni. Each asserts outcomes — routes, sessions, packets — not exit codes.
+//!
+//! Root only (network namespaces, FRR); skip with a message otherwise. Each lab has its own
+//! prefix and is removed on drop, also when an assertion fails.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Capture, Flood, TestLab, eventually, skip};
+use nix::sys::signal::Signal;
+use tabby_lab::{Options, plan};
+
+/// Scenario 1: mesh + ToR. Every node has every other node's blocks as Tabby routes via the
+/// owner's fabric address; the ToR has every block via its owner; pods reach each other across
+/// nodes; the fabric carries plain IP between pod addresses (no VXLAN, IP-in-IP or GRE).
+///
+/// Then, on the same lab, scenario 4 (an agent SIGKILLed and restarted under a ping flood
+/// loses no packet), scenario 5 (the ToR's FRR killed and restarted: routes come back and
+/// traffic inside the mesh never stops) and scenario 2 (a fourth node joins: block, reachable
+/// pods, the ToR learns it). One lab for four scenarios keeps the suite within its time budget.
+#[test]
+fn mesh_and_tor_then_agent_restart_tor_restart_and_scale_out() {
+    if skip() {
+        return;
+    }
+    let mut t = TestLab::up(Options::default());
+    let started = Instant::now();
+
+    // --- 1. Routes everywhere, via the right next hops.
+    let lab = t.lab();
+    let nodes = lab.nodes();
+    let blocks = lab.blocks().unwrap();
+    let owner_addr: BTreeMap<&str, String> = nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.ipv4.to_string()))
+        .collect();
+    assert_eq!(blocks.len(), 3, "every node has a block: {blocks:?}");
+    for n in &nodes {
+        let routes = lab.tabby_routes(&n.netns).unwrap();
+        for (owner, cidrs) in &blocks {
+            for c in cidrs {
+                let line = routes
+                    .get(c)
+                    .unwrap_or_else(|| panic!("{} lacks {owner}'s block {c}: {routes:?}", n.name));
+                if *owner == n.name {
+                    assert!(
+                        line.starts_with("blackhole"),
+                        "own block {c} on {}: {line}",
+                        n.name
+                    );
+                } else {
+                    assert!(
+                        line.contains(&format!("via {}", owner_addr[owner.as_str()])),
+                        "{} reaches {owner}'s {c} via the owner: {line}",
+                        n.name
+                    );
+                }
+            }
+        }
+    }
+    let tor = lab.tor_routes().unwrap();
+    for (owner, cidrs) in &blocks {
+        for c in cidrs {
+            assert_eq!(
+                tor.get(c),
+                Some(&vec![owner_addr[owner.as_str()].clone()]),
+                "the ToR has {owner}'s {c} via {owner}: {tor:?}"
+            );
+        }
+    }
+    let sessions = lab.tor_sessions().unwrap();
+    assert_eq!(sessions.len(), 3, "{sessions:?}");
+    assert!(
+        sessions.values().all(|s| s == "Established"),
+        "{sessions:?}"
+    );
+
+    // Pods reach each other across nodes: the first pod of each node pings the first pod of
+    // every other node.
+    for a in &nodes {
+        for b in nodes.iter().filter(|b| b.name != a.name) {
+            let to = lab.pod_ipv4(&b.pods[0].netns).expect("pod address");
+            let r = lab.ping(&a.pods[0].netns, &to, 3, 100).unwrap();
+            assert_eq!(
+                r.lost(),
+                0,
+                "{} -> {} ({to}): {r:?}",
+                a.pods[0].name,
+                b.pods[0].name
+            );
+        }
+    }
+
+    // Plain IP on the fabric: ICMP between the two pod addresses is what crosses node-1's eth0.
+    let (src_ns, dst_ns) = (&nodes[0].pods[0].netns, &nodes[1].pods[0].netns);
+    let src = lab.pod_ipv4(src_ns).unwrap();
+    let dst = lab.pod_ipv4(dst_ns).unwrap();
+    let cap = Capture::start(&nodes[0].netns, "eth0", "not tcp port 179 and not arp");
+    let r = lab.ping(src_ns, &dst, 5, 50).unwrap();
+    assert_eq!(r.lost(), 0);
+    let packets = cap.finish();
+    let icmp: Vec<&String> = packets.iter().filter(|l| l.contains("ICMP echo")).collect();
+    assert!(
+        icmp.len() >= 10,
+        "5 requests and 5 replies cross the fabric: {packets:#?}"
+    );
+    for l in &icmp {
+        assert!(
+            l.contains(&format!("IP {src} > {dst}: ICMP echo request"))
+                || l.contains(&format!("IP {dst} > {src}: ICMP echo reply")),
+            "pod traffic on the fabric is pod-to-pod IP, not encapsulated: {l}"
+        );
+    }
+    for l in &packets {
+        for encap in [
+            "VXLAN",
+            "4789",
+            "8472",
+            "IPIP",
+            "ip-proto-4 ",
+            "GRE",
+            "ip-proto-41",
+        ] {
+            assert!(
+                !l.contains(encap),
+                "encapsulation ({encap}) on the fabric: {l}"
+            );
+        }
+    }
+    eprintln!(
+        "scenario 1 passed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // --- 4. node-1's agent SIGKILLed and restarted under a ping flood from node-1 to node-2.
+    let step = Instant::now();
+    let flood = Flood::start(src_ns, &dst, 10);
+    std::thread::sleep(Duration::from_secs(1));
+    let lab = t.lab_mut();
+    assert!(
+        lab.stop_agent("node-1", Signal::SIGKILL).unwrap(),
+        "the agent was running"
+    );
+    // The restart is real at the BGP level: the ToR sees node-1's session go down.
+    let lab = t.lab();
+    eventually(
+        "the ToR's session with node-1 to go down",
+        Duration::from_secs(10),
+        || {
+            lab.tor_sessions()
+                .is_ok_and(|s| s.get("10.77.0.11").is_none_or(|st| st != "Established"))
+        },
+        || format!("{:?}", lab.tor_sessions()),
+    );
+    t.lab_mut().start_agent("node-1").unwrap();
+    let lab = t.lab();
+    lab.wait_agent_up("node-1", Duration::from_secs(30))
+        .unwrap();
+    eventually(
+        "the ToR's session with node-1 to be Established again",
+        Duration::from_secs(60),
+        || {
+            lab.tor_sessions()
+                .is_ok_and(|s| s.get("10.77.0.11").is_some_and(|st| st == "Established"))
+        },
+        || format!("{:?}", lab.tor_sessions()),
+    );
+    lab.wait_converged(Duration::from_secs(60)).unwrap();
+    // Past the restarted agent's End-of-RIB handling and stale sweep.
+    std::thread::sleep(Duration::from_secs(2));
+    let r = flood.stop();
+    assert!(r.sent > 100, "the flood ran through the restart: {r:?}");
+    assert_eq!(
+        r.lost(),
+        0,
+        "packets lost while node-1's agent restarted: {r:?}"
+    );
+    eprintln!(
+        "scenario 4 passed in {:.1} s: {} pings, none lost",
+        step.elapsed().as_secs_f64(),
+        r.sent
+    );
+
+    // --- 5. The ToR's FRR killed and restarted while the mesh carries traffic.
+    let step = Instant::now();
+    let (n3_ns, n3_addr) = (
+        nodes[2].pods[0].netns.clone(),
+        lab.pod_ipv4(&nodes[2].pods[0].netns).unwrap(),
+    );
+    let flood = Flood::start(src_ns, &n3_addr, 10);
+    std::thread::sleep(Duration::from_secs(1));
+    t.lab_mut().restart_tor().unwrap();
+    let lab = t.lab();
+    eventually(
+        "the ToR to re-learn every block",
+        Duration::from_secs(60),
+        || lab.convergence_gap().is_ok_and(|g| g.is_none()),
+        || format!("{:?}", lab.convergence_gap()),
+    );
+    let r = flood.stop();
+    assert!(r.sent > 100, "{r:?}");
+    assert_eq!(
+        r.lost(),
+        0,
+        "mesh traffic stopped during the ToR restart: {r:?}"
+    );
+    let sessions = lab.tor_sessions().unwrap();
+    assert!(
+        sessions.len() == 3 && sessions.values().all(|s| s == "Established"),
+        "{sessions:?}"
+    );
+    let _ = n3_ns;
+    eprintln!(
+        "scenario 5 passed in {:.1} s: {} pings, none lost",
+        step.elapsed().as_secs_f64(),
+        r.sent
+    );
+
+    // --- 2. Scale out: node-4 joins.
+    let step = Instant::now();
+    let n4 = t.lab_mut().add_node().unwrap();
+    let lab = t.lab();
+    let blocks = lab.blocks().unwrap();
+    let b4 = blocks.get("node-4").cloned().unwrap_or_default();
+    assert!(!b4.is_empty(), "node-4 got a block: {blocks:?}");
+    lab.wait_converged(Duration::from_secs(60)).unwrap();
+    let tor = lab.tor_routes().unwrap();
+    for c in &b4 {
+        assert_eq!(tor.get(c), Some(&vec!["10.77.0.14".to_string()]), "{tor:?}");
+    }
+    let to = lab
+        .pod_ipv4(&n4.pods[0].netns)
+        .expect("node-4's pod has an address");
+    assert!(
+        b4.iter().any(|c| in_cidr(&to, c)),
+        "node-4's pod {to} is in node-4's block {b4:?}"
+    );
+    for from in [&nodes[0].pods[0].netns, &nodes[2].pods[1].netns] {
+        let r = lab.ping(from, &to, 3, 100).unwrap();
+        assert_eq!(r.lost(), 0, "{from} -> node-4's pod {to}: {r:?}");
+    }
+    eprintln!("scenario 2 passed in {:.1} s", step.elapsed().as_secs_f64());
+    eprintln!(
+        "lab up {:.1} s; scenarios 1, 4, 5, 2 in {:.1} s",
+        t.up_time.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Scenario 8: TCP MD5 to the ToR. With the right password in the BGPPeer's Secret every
+/// session is Established; with a wrong one the ToR's session never comes up and the node's
+/// NodeNetworkStatus says why; fixing the Secret recovers it without a restart.
+#[test]
+fn md5_to_the_tor() {
+    if skip() {
+        return;
+    }
+    let t = TestLab::up(Options {
+        nodes: 2,
+        mesh: true,
+        tor_password: Some("lab-right-pw".into()),
+        ..Options::default()
+    });
+    let lab = t.lab();
+    let sessions = lab.tor_sessions().unwrap();
+    assert!(
+        sessions.len() == 2 && sessions.values().all(|s| s == "Established"),
+        "right password: {sessions:?}"
+    );
+
+    // The Secret changes to a wrong password: the agents reset the ToR session (only it).
+    let set_password = |pw: &str| lab.set_tor_secret(pw).expect("update the Secret");
+    set_password("lab-wrong-pw");
+    eventually(
+        "the ToR sessions to drop with the wrong password",
+        Duration::from_secs(60),
+        || {
+            lab.tor_sessions()
+                .is_ok_and(|s| s.values().all(|st| st != "Established"))
+        },
+        || format!("{:?}", lab.tor_sessions()),
+    );
+    // The mesh session between the two nodes is untouched by the ToR password.
+    let tor_ip = plan::TOR_IPV4.to_string();
+    eventually(
+        "node-1's NodeNetworkStatus to say why the ToR session is down",
+        Duration::from_secs(60),
+        || {
+            lab.node_statuses().is_ok_and(|m| {
+                m.get("node-1")
+                    .and_then(|s| s.status.as_ref())
+                    .and_then(|s| s.sessions.iter().find(|x| x.peer_ip == tor_ip))
+                    .and_then(|x| x.last_error.as_ref())
+                    .is_some_and(|e| {
+                        e.to_lowercase().contains("md5") || e.to_lowercase().contains("password")
+                    })
+            })
+        },
+        || {
+            format!(
+                "{:#?}",
+                lab.node_statuses().map(|m| m.get("node-1").cloned())
+            )
+        },
+    );
+    let still = lab.tor_sessions().unwrap();
+    assert!(still.values().all(|s| s != "Established"), "{still:?}");
+
+    // Fixed: back to Established without restarting anything.
+    set_password("lab-right-pw");
+    eventually(
+        "the ToR sessions to come back with the right password",
+        Duration::from_secs(60),
+        || {
+            lab.tor_sessions()
+                .is_ok_and(|s| s.len() == 2 && s.values().all(|st| st == "Established"))
+        },
+        || format!("{:?}", lab.tor_sessions()),
+    );
+}
+
+fn in_cidr(addr: &str, cidr: &str) -> bool {
+    let (Ok(a), Some((net, len))) = (addr.parse::<std::net::Ipv4Addr>(), cidr.split_once('/'))
+    else {
+        return false;
+    };
+    let (Ok(n), Ok(len)) = (net.parse::<std::net::Ipv4Addr>(), len.parse::<u32>()) else {
+        return false;
+    };
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    u32::from(a) & mask == u32::from(n) & mask
+}
