@@ -20,6 +20,12 @@
 //!
 //! Because every step filters a *set*, the result does not depend on the order the candidates
 //! are given in (the MED rule is not transitive, so a pairwise comparison would).
+//!
+//! [`compare_new`] is the one pairwise shortcut that is exact: a path added to a prefix whose
+//! best is known, judged by the steps before MED (1–4), which depend on the path alone.
+//! The current best holds the extreme values of those steps among the prefix's usable paths,
+//! so a new path worse there is eliminated without changing what the others compete on, and a
+//! new path better there eliminates all of them. Only a tie needs the full run.
 
 use std::cmp::Ordering;
 use std::net::{IpAddr, Ipv4Addr};
@@ -143,6 +149,43 @@ fn keep_min<K: Ord>(set: &mut Vec<Key>, key: impl Fn(&Key) -> K) {
         return;
     };
     set.retain(|k| key(k) == best);
+}
+
+/// How a newly added path compares with the current best, by steps 1–4 (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incremental {
+    /// Eliminated by steps 1–4: the selection of the other paths stands as it is.
+    Loses,
+    /// Better at steps 1–4 than the best, hence than every other path: it alone is selected.
+    Wins,
+    /// Equal through step 4: only the full decision process can tell.
+    Undecided,
+}
+
+/// Compares `new`, a path being added, with `best`, the first path [`select`] returned for the
+/// prefix's other paths (with the same `cfg` and `igp`). Exact: `Loses` means `select` over all
+/// paths returns what it returned before, `Wins` that it returns `new` alone.
+pub fn compare_new(
+    best: &Candidate<'_>,
+    new: &Candidate<'_>,
+    cfg: &BestPathConfig,
+    igp: &dyn IgpCost,
+) -> Incremental {
+    if igp_cost(&new.attrs.next_hop, igp).is_none() {
+        return Incremental::Loses;
+    }
+    let early = |c: &Candidate<'_>| {
+        (
+            std::cmp::Reverse(c.local_pref(cfg)),
+            c.attrs.as_path.path_len(),
+            c.attrs.origin as u8,
+        )
+    };
+    match early(new).cmp(&early(best)) {
+        Ordering::Less => Incremental::Wins,
+        Ordering::Greater => Incremental::Loses,
+        Ordering::Equal => Incremental::Undecided,
+    }
 }
 
 /// Runs the decision process. Returns the indices (into `cands`) of the ECMP set, best path

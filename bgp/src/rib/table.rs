@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::attrs::{AttrStore, PathAttrs};
-use super::best::{BestPathConfig, Candidate, IgpCost, select};
+use super::best::{BestPathConfig, Candidate, IgpCost, Incremental, compare_new, select};
 use super::peer::{PeerId, PeerInfo};
 use super::prefix::RibPrefix;
 
@@ -241,6 +241,7 @@ impl<P: RibPrefix> Table<P> {
             Entry::Occupied(mut o) => {
                 let entry = o.get_mut();
                 let (old_best, old_set) = snapshot(entry);
+                let had_best = old_best.is_some();
                 let previous = match entry {
                     Paths::One(p) if p.key() == path.key() => Some(std::mem::replace(p, path)),
                     Paths::One(p) => {
@@ -262,7 +263,11 @@ impl<P: RibPrefix> Table<P> {
                         }
                     },
                 };
-                reselect(entry, cx);
+                // A new path (not a replacement) is judged against the best alone when that
+                // decides it (`best::compare_new`); otherwise the full decision process runs.
+                if previous.is_some() || !select_added(entry, had_best, cx) {
+                    reselect(entry, cx);
+                }
                 let change = change_from(prefix, old_best, &old_set, entry);
                 Applied { previous, change }
             }
@@ -468,6 +473,46 @@ fn change_from<P>(
 fn usable(p: &Path, cx: &SelectCtx<'_>) -> bool {
     (p.attrs.next_hop.is_unspecified() || cx.igp.cost(p.attrs.next_hop.addr()).is_some())
         && cx.peers.contains_key(&p.peer())
+}
+
+/// Selection after a path was appended to an entry whose ECMP set was current and not empty
+/// (`had_best`), when [`compare_new`] decides it: the new path stays after the ECMP set (it
+/// loses), or becomes the whole ECMP set at the front (it wins; the others keep their order).
+/// Returns false when undecided: the caller runs [`reselect`].
+fn select_added(entry: &mut Paths, had_best: bool, cx: &SelectCtx<'_>) -> bool {
+    let Paths::Many(m) = entry else {
+        return false;
+    };
+    let n = m.paths.len();
+    if !had_best || n < 2 {
+        return false;
+    }
+    // A `One` entry that just became `Many` has its ECMP count still 0: its first path was
+    // the selected one.
+    let ecmp = m.ecmp.max(1);
+    let (best, new) = (&m.paths[0], &m.paths[n - 1]);
+    let (Some(bp), Some(np)) = (cx.peers.get(&best.peer()), cx.peers.get(&new.peer())) else {
+        return false;
+    };
+    let best = Candidate {
+        attrs: &best.attrs,
+        peer: bp,
+        path_id: best.path_id,
+    };
+    let new = Candidate {
+        attrs: &new.attrs,
+        peer: np,
+        path_id: new.path_id,
+    };
+    match compare_new(&best, &new, cx.cfg, cx.igp) {
+        Incremental::Loses => m.ecmp = ecmp,
+        Incremental::Wins => {
+            m.paths.rotate_right(1);
+            m.ecmp = 1;
+        }
+        Incremental::Undecided => return false,
+    }
+    true
 }
 
 /// Re-runs selection in place: the ECMP set moves to the front, best first; a lone usable path
