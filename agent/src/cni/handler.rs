@@ -52,6 +52,10 @@ pub struct AgentHandler {
     pub(crate) ready: Arc<AtomicBool>,
 }
 
+/// Bound on one API step of a request (the Pod read, one allocation attempt, a release): a
+/// hung API server turns into code 11 the runtime retries, well within the shim's wait.
+pub const API_TIMEOUT: Duration = Duration::from_secs(20);
+
 fn err(code: ErrorCode, msg: impl Into<String>) -> CniError {
     CniError::new(code, msg)
 }
@@ -131,15 +135,26 @@ impl AgentHandler {
             ));
         };
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
-        let found = api.get_opt(&pod.name).await.map_err(|e| {
-            err(
-                ErrorCode::TRY_AGAIN_LATER,
-                format!(
-                    "reading pod {}/{} from the API: {e}",
-                    pod.namespace, pod.name
-                ),
-            )
-        })?;
+        let found = tokio::time::timeout(API_TIMEOUT, api.get_opt(&pod.name))
+            .await
+            .map_err(|_| {
+                err(
+                    ErrorCode::TRY_AGAIN_LATER,
+                    format!(
+                        "reading pod {}/{} from the API: no answer within {API_TIMEOUT:?}",
+                        pod.namespace, pod.name
+                    ),
+                )
+            })?
+            .map_err(|e| {
+                err(
+                    ErrorCode::TRY_AGAIN_LATER,
+                    format!(
+                        "reading pod {}/{} from the API: {e}",
+                        pod.namespace, pod.name
+                    ),
+                )
+            })?;
         let Some(found) = found else {
             return Err(err(
                 ErrorCode::AGENT_FAILURE,
@@ -184,7 +199,20 @@ impl AgentHandler {
         loop {
             let r = {
                 let _turn = self.ipam_turn.lock().await;
-                self.ipam.allocate(pr, Duration::ZERO).await
+                match tokio::time::timeout(API_TIMEOUT, self.ipam.allocate(pr, Duration::ZERO))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => {
+                        return Err(err(
+                            ErrorCode::TRY_AGAIN_LATER,
+                            format!(
+                                "allocating a pod address: the API gave no answer within \
+                                 {API_TIMEOUT:?}"
+                            ),
+                        ));
+                    }
+                }
             };
             match r {
                 Ok(a) => return Ok(a),
@@ -200,7 +228,18 @@ impl AgentHandler {
 
     async fn release(&self, handle: &str) -> Result<Vec<IpAddr>, CniError> {
         let _turn = self.ipam_turn.lock().await;
-        match self.ipam.release(handle).await {
+        let released = tokio::time::timeout(API_TIMEOUT, self.ipam.release(handle))
+            .await
+            .map_err(|_| {
+                err(
+                    ErrorCode::TRY_AGAIN_LATER,
+                    format!(
+                        "releasing the addresses of {handle}: the API gave no answer within \
+                         {API_TIMEOUT:?}"
+                    ),
+                )
+            })?;
+        match released {
             Ok(r) => Ok(r.into_iter().map(|r| r.address).collect()),
             Err(e) => Err(err(
                 ErrorCode::TRY_AGAIN_LATER,
@@ -295,7 +334,7 @@ impl Handler for AgentHandler {
         if !self.ready.load(Ordering::Acquire) {
             return Err(err(
                 ErrorCode::TRY_AGAIN_LATER,
-                "the Tabby agent is stopping; try again",
+                "the Tabby agent is not ready (starting or stopping); try again",
             ));
         }
         let _g = self.locks.lock(req.container_id()).await;
