@@ -20,9 +20,10 @@ fn mesh_comes_up_and_a_new_peer_resets_no_session() {
     if skip_unless_root_and(&["ip", "ss"]) {
         return;
     }
-    let mut lab = Lab::new(3, 101);
+    let mut lab = Lab::dual_stack(3, 101);
     lab.block_on(async |lab: &mut Lab, client, sim| {
         create_pool(&client).await;
+        create_pool6(&client).await;
         for i in 1..=3 {
             if i == 3 {
                 create_node_with(&client, "node-3", json!({})).await;
@@ -30,6 +31,7 @@ fn mesh_comes_up_and_a_new_peer_resets_no_session() {
                 create_node(&client, lab, i).await;
             }
             create_block(&client, lab, i).await;
+            create_block6(&client, lab, i).await;
         }
         let start = Instant::now();
         for i in 1..=2 {
@@ -37,7 +39,14 @@ fn mesh_comes_up_and_a_new_peer_resets_no_session() {
         }
         lab.start_agent(
             3,
-            &["--stale-routes-time", "30", "--ipv4-autodetect", "interface=eth0"],
+            &[
+                "--stale-routes-time",
+                "30",
+                "--ipv4-autodetect",
+                "interface=eth0",
+                "--ipv6-autodetect",
+                "interface=eth0",
+            ],
         );
         let up = wait_for(Duration::from_secs(30), || {
             (1..=3).all(|i| mesh_routes_ok(lab, i))
@@ -47,7 +56,7 @@ fn mesh_comes_up_and_a_new_peer_resets_no_session() {
             panic!(
                 "mesh routes not complete within 30 s: {:?}",
                 (1..=3)
-                    .map(|i| tabby_routes(&lab.node(i).ns))
+                    .map(|i| (tabby_routes(&lab.node(i).ns), tabby_routes6(&lab.node(i).ns)))
                     .collect::<Vec<_>>()
             )
         });
@@ -58,12 +67,15 @@ fn mesh_comes_up_and_a_new_peer_resets_no_session() {
         // Each node: two mesh sessions (one TCP connection per pair: only one side connects).
         for i in 1..=3 {
             let conns = bgp_connections(&lab.node(i).ns);
-            assert_eq!(conns.len(), 2, "node-{i} BGP connections: {conns:?}");
+            // Two mesh peers, one session per family each.
+            assert_eq!(conns.len(), 4, "node-{i} BGP connections: {conns:?}");
         }
         // Only routes of ours, exactly one per block: no duplicates.
         for i in 1..=3 {
             let routes = tabby_routes(&lab.node(i).ns);
             assert_eq!(routes.len(), 3, "node-{i}: {routes:?}");
+            let routes6 = tabby_routes6(&lab.node(i).ns);
+            assert_eq!(routes6.len(), 3, "node-{i}: {routes6:?}");
         }
 
         // Every agent is ready, serves metrics, and its NodeNetworkStatus shows both sessions.
@@ -92,7 +104,7 @@ fn mesh_comes_up_and_a_new_peer_resets_no_session() {
                 last = statuses.get_opt(&name).await.ok().flatten().and_then(|o| o.status);
                 ok = last
                     .as_ref()
-                    .is_some_and(|s| s.sessions_established == 2 && s.sessions_total == 2);
+                    .is_some_and(|s| s.sessions_established == 4 && s.sessions_total == 4);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             assert!(ok, "NodeNetworkStatus {name}: {last:?}");
@@ -102,15 +114,16 @@ fn mesh_comes_up_and_a_new_peer_resets_no_session() {
             .get("node-3")
             .await
             .unwrap();
+        let ann = node3.metadata.annotations.unwrap_or_default();
         assert_eq!(
-            node3
-                .metadata
-                .annotations
-                .unwrap_or_default()
-                .get("tabby.dev/ipv4-address")
-                .map(String::as_str),
+            ann.get("tabby.dev/ipv4-address").map(String::as_str),
             Some(format!("{}/24", lab.node(3).address).as_str()),
-            "node-3's autodetected address annotation"
+            "node-3's autodetected IPv4 address annotation"
+        );
+        assert_eq!(
+            ann.get("tabby.dev/ipv6-address").cloned(),
+            lab.node(3).address6.as_ref().map(|a| format!("{a}/64")),
+            "node-3's autodetected IPv6 address annotation"
         );
 
         // Every watch ends and the history is gone: the agents' watchers must re-list.

@@ -60,6 +60,8 @@ pub struct Control {
     /// it write again.
     patched: [Option<String>; 2],
     retry_at: Option<Instant>,
+    /// Problems (the plan's and the others) as last logged, so each is logged once.
+    logged: BTreeSet<String>,
     state: channel::Sender<AgentState>,
 }
 
@@ -90,6 +92,7 @@ impl Control {
             own_blocks: None,
             patched: [None, None],
             retry_at: None,
+            logged: BTreeSet::new(),
             state,
         }
     }
@@ -253,6 +256,22 @@ impl Control {
     ) {
         problems.sort();
         problems.dedup();
+        let now: BTreeSet<String> = planned
+            .as_ref()
+            .map(|p| p.problems.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .chain(&problems)
+            .map(ToString::to_string)
+            .chain(planned.as_ref().err().map(ToString::to_string))
+            .collect();
+        for p in now.difference(&self.logged) {
+            tracing::warn!(problem = %p, "not applied");
+        }
+        for p in self.logged.difference(&now) {
+            tracing::info!(problem = %p, "resolved");
+        }
+        self.logged = now;
         let speaker = self.speaker.as_ref().map(|r| r.speaker.clone());
         let addresses = self.local.read().map(|l| l.clone()).unwrap_or_default();
         let block_names = snap
@@ -286,9 +305,20 @@ impl Control {
         problems: &mut Vec<Problem>,
     ) -> bool {
         // Without a router id the plan already says why.
-        let Some(cfg) = speaker_config(local, self.restarting) else {
+        let Some(mut cfg) = speaker_config(local, self.restarting) else {
             return false;
         };
+        // An IPv4-only plan listens on 0.0.0.0; if the node gains an IPv6 address later (the
+        // Node annotation arrives after the first pass) the speaker would refuse every IPv6
+        // session, and the listen address is not worth a restart. So listen dual-stack
+        // whenever the kernel can.
+        if dual_stack_listen_possible() {
+            for l in &mut cfg.listen {
+                if l.ip() == IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) {
+                    l.set_ip(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+                }
+            }
+        }
         let speaker = match Speaker::start(cfg) {
             Ok(s) => s,
             Err(e) => {
@@ -494,6 +524,13 @@ fn own_blocks(blocks: &[IPAMBlock], problems: &mut Vec<Problem>) -> Vec<IpNet> {
     out.sort();
     out.dedup();
     out
+}
+
+/// IPv6 is enabled (`/proc/net/if_inet6` exists only then) and `[::]` takes IPv4 connections
+/// too (`net.ipv6.bindv6only` = 0, the default).
+fn dual_stack_listen_possible() -> bool {
+    std::path::Path::new("/proc/net/if_inet6").exists()
+        && std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").is_ok_and(|v| v.trim() == "0")
 }
 
 /// Every address on this node's interfaces (for the plan's `sourceAddress` checks).

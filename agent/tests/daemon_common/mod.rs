@@ -32,11 +32,20 @@ pub fn block_of(i: usize) -> String {
     format!("10.244.{i}.0/26")
 }
 
+/// The IPv6 pool of dual-stack labs; node `i` gets `fd00:244::<i>00/122`.
+pub const POOL6: &str = "fd00:244::/112";
+
+pub fn block6_of(i: usize) -> String {
+    format!("fd00:244::{i}00/122")
+}
+
 /// One node: its namespace and, while running, its agent.
 pub struct NodeNs {
     pub name: String,
     pub ns: Netns,
     pub address: String,
+    /// `fd00:<net>::<i>` in dual-stack labs.
+    pub address6: Option<String>,
     pub state_dir: PathBuf,
     pub agent: Option<Process>,
     pub starts: usize,
@@ -76,6 +85,15 @@ impl Drop for Lab {
 impl Lab {
     /// A bridge in a hub namespace and `n` node namespaces on it (`eth0`, `10.<net>.0.<i>/24`).
     pub fn new(n: usize, net: u8) -> Lab {
+        Lab::build(n, net, false)
+    }
+
+    /// Like [`Lab::new`], and `fd00:<net>::<i>/64` on every node's `eth0` too.
+    pub fn dual_stack(n: usize, net: u8) -> Lab {
+        Lab::build(n, net, true)
+    }
+
+    fn build(n: usize, net: u8, v6: bool) -> Lab {
         let dir = std::env::temp_dir().join(format!(
             "tabby-agent-test-{}-{}",
             std::process::id(),
@@ -95,11 +113,17 @@ impl Lab {
             let address = format!("10.{net}.0.{i}");
             ns.add_addr("eth0", &format!("{address}/24")).unwrap();
             ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
+            let address6 = v6.then(|| format!("fd00:{net}::{i}"));
+            if let Some(a) = &address6 {
+                ns.add_addr("eth0", &format!("{a}/64")).unwrap();
+                ns.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+            }
             let state_dir = dir.join(format!("node-{i}-state"));
             nodes.push(NodeNs {
                 name: format!("node-{i}"),
                 ns,
                 address,
+                address6,
                 state_dir,
                 agent: None,
                 starts: 0,
@@ -224,12 +248,11 @@ async fn install_crds(client: &Client) {
 /// The Node object for node `i`, its BGP address in the annotation the agent reads.
 pub async fn create_node(client: &Client, lab: &Lab, i: usize) {
     let n = lab.node(i);
-    create_node_with(
-        client,
-        &n.name,
-        json!({"tabby.dev/ipv4-address": format!("{}/24", n.address)}),
-    )
-    .await;
+    let mut annotations = json!({"tabby.dev/ipv4-address": format!("{}/24", n.address)});
+    if let Some(a) = &n.address6 {
+        annotations["tabby.dev/ipv6-address"] = json!(format!("{a}/64"));
+    }
+    create_node_with(client, &n.name, annotations).await;
 }
 
 /// A Node with the given annotations only (no address: autodetection must find it).
@@ -264,15 +287,37 @@ pub async fn create_pool(client: &Client) {
         .expect("create IPPool");
 }
 
+pub async fn create_pool6(client: &Client) {
+    let pool: IPPool = serde_json::from_value(json!({
+        "apiVersion": "tabby.dev/v1alpha1",
+        "kind": "IPPool",
+        "metadata": {"name": "default-v6"},
+        "spec": {"cidr": POOL6, "blockSize": 122},
+    }))
+    .unwrap();
+    Api::<IPPool>::all(client.clone())
+        .create(&PostParams::default(), &pool)
+        .await
+        .expect("create IPv6 IPPool");
+}
+
+/// Node `i`'s IPv6 block (spec only).
+pub async fn create_block6(client: &Client, lab: &Lab, i: usize) {
+    put_block(client, &block6_of(i), "default-v6", &lab.node(i).name).await;
+}
+
 /// The block the controller would give node `i` (spec only).
 pub async fn create_block(client: &Client, lab: &Lab, i: usize) {
-    let cidr = block_of(i);
+    put_block(client, &block_of(i), "default-v4", &lab.node(i).name).await;
+}
+
+async fn put_block(client: &Client, cidr: &str, pool: &str, node: &str) {
     let name = tabby_api::ipam::name::block_name(cidr.parse().unwrap());
     let block: IPAMBlock = serde_json::from_value(json!({
         "apiVersion": "tabby.dev/v1alpha1",
         "kind": "IPAMBlock",
         "metadata": {"name": name},
-        "spec": {"cidr": cidr, "pool": "default-v4", "node": lab.node(i).name},
+        "spec": {"cidr": cidr, "pool": pool, "node": node},
     }))
     .unwrap();
     Api::<IPAMBlock>::all(client.clone())
@@ -283,7 +328,16 @@ pub async fn create_block(client: &Client, lab: &Lab, i: usize) {
 
 /// `ip route show proto 84` in `ns`, one normalised line per route.
 pub fn tabby_routes(ns: &Netns) -> Vec<String> {
-    ns.ip(&["route", "show", "proto", "84"])
+    routes_of(ns, "-4")
+}
+
+/// The same for IPv6.
+pub fn tabby_routes6(ns: &Netns) -> Vec<String> {
+    routes_of(ns, "-6")
+}
+
+fn routes_of(ns: &Netns, family: &str) -> Vec<String> {
+    ns.ip(&[family, "route", "show", "proto", "84"])
         .unwrap_or_default()
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
@@ -299,10 +353,23 @@ pub fn mesh_routes_ok(lab: &Lab, i: usize) -> bool {
     if !routes.iter().any(|r| r.starts_with(&own)) {
         return false;
     }
-    (1..=lab.nodes.len()).filter(|j| *j != i).all(|j| {
+    let v4 = (1..=lab.nodes.len()).filter(|j| *j != i).all(|j| {
         let want = format!("{} via {} ", block_of(j), lab.node(j).address);
         routes.iter().any(|r| r.starts_with(&want))
-    })
+    });
+    if !v4 || lab.node(i).address6.is_none() {
+        return v4;
+    }
+    let routes6 = tabby_routes6(&lab.node(i).ns);
+    let own6 = format!("blackhole {}", block6_of(i));
+    routes6.iter().any(|r| r.starts_with(&own6))
+        && (1..=lab.nodes.len()).filter(|j| *j != i).all(|j| {
+            let Some(a) = &lab.node(j).address6 else {
+                return false;
+            };
+            let want = format!("{} via {a} ", block6_of(j));
+            routes6.iter().any(|r| r.starts_with(&want))
+        })
 }
 
 /// Established TCP connections on port 179 in `ns`: (local, remote) pairs.
