@@ -626,10 +626,13 @@ impl Lab {
         // ready after this, with the agent's reason.
         let start = Instant::now();
         while start.elapsed() < READY_WAIT
-            && !self
+            && !(self
                 .nodes()
                 .iter()
                 .all(|n| self.agent_ready(&n.name).is_some_and(|(s, _)| s == 200))
+                && self
+                    .node_statuses()
+                    .is_ok_and(|m| m.len() >= self.opts.nodes))
         {
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -1247,6 +1250,17 @@ impl Lab {
     /// The lab's pods with their addresses, by pod netns.
     pub fn pods(&self) -> &BTreeMap<String, PodRecord> {
         &self.state.pods
+    }
+
+    /// The first IPv4 address of the pod in `pod_netns`.
+    pub fn pod_ipv6(&self, pod_netns: &str) -> Option<String> {
+        self.state
+            .pods
+            .get(pod_netns)?
+            .addresses
+            .iter()
+            .find(|a| a.contains(':'))
+            .cloned()
     }
 
     /// The first IPv4 address of the pod in `pod_netns`.

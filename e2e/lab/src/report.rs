@@ -40,8 +40,8 @@ pub struct Report {
     pub tor_routes: BTreeMap<String, Vec<String>>,
     /// pod netns -> (node, pod name, addresses)
     pub pods: Vec<(String, String, String, Vec<String>)>,
-    /// (from pod netns, to address, result)
-    pub ping: Option<(String, String, Result<PingResult, String>)>,
+    /// (from pod netns, to address, result), one per family.
+    pub pings: Vec<(String, String, Result<PingResult, String>)>,
     pub first_pod: Option<String>,
 }
 
@@ -103,16 +103,20 @@ impl Report {
             })
             .collect();
         let all = lab.nodes();
-        let ping = match (all.first(), all.last()) {
-            (Some(a), Some(b)) if all.len() > 1 && !a.pods.is_empty() => {
-                let from = a.pods[0].netns.clone();
-                lab.pod_ipv4(&b.pods[0].netns).map(|to| {
-                    let r = lab.ping(&from, &to, 3, 200).map_err(|e| e.to_string());
-                    (from, to, r)
-                })
+        // One ping per family from the first node's first pod to the last node's first pod.
+        let mut pings = Vec::new();
+        if let (Some(a), Some(b)) = (all.first(), all.last())
+            && all.len() > 1
+            && let (Some(pa), Some(pb)) = (a.pods.first(), b.pods.first())
+        {
+            for to in [lab.pod_ipv4(&pb.netns), lab.pod_ipv6(&pb.netns)]
+                .into_iter()
+                .flatten()
+            {
+                let r = lab.ping(&pa.netns, &to, 3, 200).map_err(|e| e.to_string());
+                pings.push((pa.netns.clone(), to, r));
             }
-            _ => None,
-        };
+        }
         Report {
             prefix: lab.options().prefix.clone(),
             dir: lab.dir().display().to_string(),
@@ -125,7 +129,7 @@ impl Report {
                 .and_then(|n| n.pods.first())
                 .map(|p| p.netns.clone()),
             pods,
-            ping,
+            pings,
         }
     }
 }
@@ -191,7 +195,7 @@ impl fmt::Display for Report {
                 addrs.join(", ")
             )?;
         }
-        if let Some((from, to, r)) = &self.ping {
+        for (from, to, r) in &self.pings {
             let verdict = match r {
                 Ok(p) if p.lost() == 0 => format!("OK, {}/{} replies", p.received, p.sent),
                 Ok(p) => format!("LOST {} of {}", p.lost(), p.sent),
@@ -221,7 +225,7 @@ impl fmt::Display for Report {
             "  ip netns exec {} vtysh --vty_socket {}/tor -c 'show bgp summary'",
             self.tor_netns, self.dir
         );
-        if let (Some(p), Some((_, to, _))) = (&self.first_pod, &self.ping) {
+        if let (Some(p), Some((_, to, _))) = (&self.first_pod, self.pings.first()) {
             let _ = writeln!(how, "  ip netns exec {p} ping {to}");
         }
         let _ = writeln!(

@@ -323,6 +323,77 @@ fn md5_to_the_tor() {
     );
 }
 
+/// Scenario 7, with the mesh off: dual-stack pods reach each other across nodes in both
+/// families, and with `nodeToNodeMeshEnabled: false` the nodes learn each other's blocks from
+/// the ToR only — every remote block is a Tabby route via the ToR (10.77.0.1 / fd77::1).
+#[test]
+fn dual_stack_without_the_mesh() {
+    if skip() {
+        return;
+    }
+    let t = TestLab::up(Options {
+        nodes: 3,
+        ipv6: true,
+        mesh: false,
+        ..Options::default()
+    });
+    let lab = t.lab();
+    let nodes = lab.nodes();
+    let blocks = lab.blocks().unwrap();
+    for n in &nodes {
+        let own = &blocks[&n.name];
+        assert!(
+            own.iter().any(|c| c.contains(':')) && own.iter().any(|c| !c.contains(':')),
+            "{} has a block of each family: {own:?}",
+            n.name
+        );
+        let routes = lab.tabby_routes(&n.netns).unwrap();
+        for (owner, cidrs) in blocks.iter().filter(|(o, _)| **o != n.name) {
+            for c in cidrs {
+                let line = routes
+                    .get(c)
+                    .unwrap_or_else(|| panic!("{} lacks {owner}'s {c}: {routes:?}", n.name));
+                let via = if c.contains(':') {
+                    plan::TOR_IPV6.to_string()
+                } else {
+                    plan::TOR_IPV4.to_string()
+                };
+                assert!(
+                    line.contains(&format!("via {via}")),
+                    "without the mesh {} reaches {owner}'s {c} through the ToR: {line}",
+                    n.name
+                );
+            }
+        }
+    }
+    let sessions = lab.tor_sessions().unwrap();
+    assert_eq!(
+        sessions.len(),
+        6,
+        "one session per node and family: {sessions:?}"
+    );
+    assert!(
+        sessions.values().all(|s| s == "Established"),
+        "{sessions:?}"
+    );
+    for a in &nodes {
+        for b in nodes.iter().filter(|b| b.name != a.name) {
+            let to4 = lab.pod_ipv4(&b.pods[0].netns).expect("IPv4 address");
+            let to6 = lab.pod_ipv6(&b.pods[0].netns).expect("IPv6 address");
+            for to in [to4, to6] {
+                let r = lab.ping(&a.pods[1].netns, &to, 3, 100).unwrap();
+                assert_eq!(
+                    r.lost(),
+                    0,
+                    "{} -> {} ({to}): {r:?}",
+                    a.pods[1].name,
+                    b.pods[0].name
+                );
+            }
+        }
+    }
+}
+
 fn in_cidr(addr: &str, cidr: &str) -> bool {
     let (Ok(a), Some((net, len))) = (addr.parse::<std::net::Ipv4Addr>(), cidr.split_once('/'))
     else {
