@@ -434,3 +434,43 @@ fn status_and_gc() {
     let r = shim(&lab.socket, &status_env, &config("1.1.0", json!({})));
     assert_eq!(r.stdout.unwrap()["code"], 50);
 }
+
+#[test]
+fn pod_annotations_request_addresses_and_bad_ones_are_refused() {
+    if skip() {
+        return;
+    }
+    let lab = lab_with_dual_stack_blocks();
+    let _agent = lab.agent(AgentCfg::default());
+    // A specific address per family, from the Pod's annotation (read from the API by ADD).
+    let pinned = PodNs::new("pinned");
+    lab.pod_object(
+        "pinned",
+        json!({"tabby.dev/ipaddrs": "10.96.0.20,fd96::1a"}),
+    );
+    let r = shim(&lab.socket, &pinned.env("ADD"), &config("1.0.0", json!({})));
+    assert_eq!(r.code, 0, "{}", r.raw);
+    assert_eq!(
+        result_addrs(r.stdout.as_ref().unwrap()),
+        [
+            "10.96.0.20".parse::<std::net::IpAddr>().unwrap(),
+            "fd96::1a".parse().unwrap()
+        ]
+    );
+    // An address outside the node's blocks, and one that is not an address: refused with the
+    // annotation named, nothing allocated, no interface.
+    for (name, value) in [("outside", "10.200.0.1"), ("garbage", "not-an-ip")] {
+        let p = PodNs::new(name);
+        lab.pod_object(name, json!({"tabby.dev/ipaddrs": value}));
+        let r = shim(&lab.socket, &p.env("ADD"), &config("1.0.0", json!({})));
+        assert_eq!(r.code, 1, "{name}: {}", r.raw);
+        let out = r.stdout.unwrap();
+        assert_eq!(out["code"], 100, "{name}: {out}");
+        assert!(
+            out["msg"].as_str().unwrap().contains(value),
+            "{name}: {out}"
+        );
+    }
+    assert_eq!(lab.allocations().len(), 2);
+    assert_eq!(tab_links(&lab.node).len(), 1);
+}
