@@ -390,8 +390,12 @@ impl Handler for AgentHandler {
             ));
         }
         check_prev_result(req.config.prev_result.as_ref(), &held)?;
+        let mut spec = self.pod_spec(req, held);
+        if let Some(name) = self.find_host_ifname(req).await {
+            spec.host_ifname = name;
+        }
         self.datapath
-            .check(&self.pod_spec(req, held))
+            .check(&spec)
             .await
             .map(drop)
             .map_err(|e| e.to_cni())
