@@ -322,7 +322,7 @@ fn block_exhaustion_fails_with_11_then_recovers_after_dels_and_cooldown() {
     let lab = Lab::new();
     lab.pool("small", "10.102.0.0/28", 28, false);
     lab.block("10.102.0.0/28", "small");
-    let cooldown = Duration::from_secs(3);
+    let cooldown = Duration::from_secs(5);
     let _agent = lab.agent(AgentCfg {
         block_wait: Duration::from_millis(500),
         cooldown,
