@@ -1162,26 +1162,7 @@ impl Lab {
         if self.state.pods.contains_key(&p.netns) {
             return Ok(());
         }
-        self.add_netns(&p.netns)?;
-        let client = self.client.clone();
-        let pod_obj = plan::pod_object(p, &n.name);
-        let name = p.name.clone();
-        // The API server assigns the uid; the runtime passes the Pod's real one.
-        let uid = self.rt.block_on(async move {
-            let pods: Api<Pod> = Api::namespaced(client, plan::POD_NAMESPACE);
-            let pod: Pod = serde_json::from_value(pod_obj)
-                .map_err(|e| LabError::Other(format!("Pod object: {e}")))?;
-            create_or_keep(&pods, &pod, "a Pod").await?;
-            let live = pods
-                .get(&name)
-                .await
-                .map_err(kerr(format!("reading Pod {name}")))?;
-            Ok::<_, LabError>(live.metadata.uid)
-        })?;
-        let p = &PodPlan {
-            uid: uid.unwrap_or_else(|| p.uid.clone()),
-            ..p.clone()
-        };
+        let p = &self.prepare_pod(n, p)?;
         let started = Instant::now();
         let result = loop {
             let (code, out) = self.cni(n, p, "ADD")?;
@@ -1207,6 +1188,32 @@ impl Lab {
             },
         );
         self.save()
+    }
+
+    /// What the kubelet and runtime do before they call the plugin: the pod's network
+    /// namespace (`ip netns add`, recorded) and its Pod object. Returns the plan with the uid
+    /// the API server gave the Pod.
+    pub fn prepare_pod(&mut self, n: &NodePlan, p: &PodPlan) -> Result<PodPlan> {
+        self.add_netns(&p.netns)?;
+        let client = self.client.clone();
+        let pod_obj = plan::pod_object(p, &n.name);
+        let name = p.name.clone();
+        // The API server assigns the uid; the runtime passes the Pod's real one.
+        let uid = self.rt.block_on(async move {
+            let pods: Api<Pod> = Api::namespaced(client, plan::POD_NAMESPACE);
+            let pod: Pod = serde_json::from_value(pod_obj)
+                .map_err(|e| LabError::Other(format!("Pod object: {e}")))?;
+            create_or_keep(&pods, &pod, "a Pod").await?;
+            let live = pods
+                .get(&name)
+                .await
+                .map_err(kerr(format!("reading Pod {name}")))?;
+            Ok::<_, LabError>(live.metadata.uid)
+        })?;
+        Ok(PodPlan {
+            uid: uid.unwrap_or_else(|| p.uid.clone()),
+            ..p.clone()
+        })
     }
 
     /// One CNI invocation for `p` on `n`: (exit code, parsed stdout).

@@ -394,6 +394,91 @@ fn dual_stack_without_the_mesh() {
     }
 }
 
+/// Scenario 10: the pool is exhausted. One node, a pool of one /30 block, four pods: the fifth
+/// ADD fails with CNI code 11 ("try again later") and says it waited for a block or a cooldown;
+/// after one pod is deleted (DEL) and its address's cooldown ends, the fifth pod's ADD succeeds.
+#[test]
+fn pool_exhausted_then_recovers() {
+    if skip() {
+        return;
+    }
+    let mut t = TestLab::up(Options {
+        nodes: 1,
+        pool_v4: "10.244.0.0/30".into(),
+        block_size_v4: 30,
+        pods_per_node: 4,
+        ..Options::default()
+    });
+    let lab = t.lab();
+    let n = lab.nodes().remove(0);
+    let mut addrs: Vec<String> = n
+        .pods
+        .iter()
+        .map(|p| lab.pod_ipv4(&p.netns).expect("address"))
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 4, "four distinct addresses: {addrs:?}");
+    assert!(
+        addrs.iter().all(|a| in_cidr(a, "10.244.0.0/30")),
+        "{addrs:?}"
+    );
+
+    let fifth_plan = tabby_lab::plan::node(
+        &Options {
+            pods_per_node: 5,
+            ..lab.options().clone()
+        },
+        1,
+    )
+    .pods
+    .remove(4);
+    let fifth = t.lab_mut().prepare_pod(&n, &fifth_plan).unwrap();
+    let lab = t.lab();
+    let start = Instant::now();
+    let (code, out) = lab.cni(&n, &fifth, "ADD").unwrap();
+    assert_eq!(code, 1, "the fifth ADD fails: {out}");
+    assert_eq!(out["code"], 11, "CNI code 11, try again later: {out}");
+    let msg = out["msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("block") && msg.contains("retry"),
+        "the error says what it waited for: {msg}"
+    );
+    eprintln!(
+        "exhausted: ADD answered code 11 after {:.1} s: {msg}",
+        start.elapsed().as_secs_f64()
+    );
+
+    // A pod goes away: DEL releases its address into cooldown; then the fifth pod fits.
+    let (code, out) = lab.cni(&n, &n.pods[0], "DEL").unwrap();
+    assert_eq!(code, 0, "DEL succeeds: {out}");
+    let start = Instant::now();
+    let added = loop {
+        let (code, out) = lab.cni(&n, &fifth, "ADD").unwrap();
+        if code == 0 {
+            break out;
+        }
+        assert_eq!(out["code"], 11, "{out}");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no recovery after the cooldown: {out}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let got = tabby_lab::lab::result_addresses(&added);
+    assert_eq!(got.len(), 1, "{added}");
+    assert!(in_cidr(&got[0], "10.244.0.0/30"), "{got:?}");
+    eprintln!(
+        "recovered {:.1} s after the DEL: {}",
+        start.elapsed().as_secs_f64(),
+        got[0]
+    );
+    // The new pod works: it reaches a neighbour on its node.
+    let to = lab.pod_ipv4(&n.pods[1].netns).unwrap();
+    let r = lab.ping(&fifth.netns, &to, 3, 100).unwrap();
+    assert_eq!(r.lost(), 0, "{r:?}");
+}
+
 fn in_cidr(addr: &str, cidr: &str) -> bool {
     let (Ok(a), Some((net, len))) = (addr.parse::<std::net::Ipv4Addr>(), cidr.split_once('/'))
     else {
