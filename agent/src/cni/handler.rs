@@ -268,8 +268,11 @@ impl AgentHandler {
     }
 
     async fn do_add(&self, req: &Request) -> Result<CniResult, CniError> {
+        let started = Instant::now();
         let pr = self.pod_request(req).await?;
+        let pod_read = started.elapsed();
         let assigned = self.allocate(&pr).await?;
+        let allocated = started.elapsed();
         let addresses: Vec<IpAddr> = assigned.iter().map(|a| a.address).collect();
         let spec = self.pod_spec(req, addresses.clone());
         let attachment = match self.datapath.add(&spec).await {
@@ -293,9 +296,14 @@ impl AgentHandler {
                 ));
             }
         }
+        // Where an ADD's time goes: the Pod read, the allocation (including the IPAM turn and any
+        // wait for a block), the datapath.
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
         info!(container = req.container_id(), pod = %format!("{}/{}", pr.pod.namespace, pr.pod.name),
             addresses = ?addresses, host_ifname = %attachment.host_ifname,
-            repeated = assigned.iter().all(|a| a.existing), "pod attached");
+            repeated = assigned.iter().all(|a| a.existing),
+            pod_read_ms = ms(pod_read), ipam_ms = ms(allocated - pod_read),
+            datapath_ms = ms(started.elapsed() - allocated), "pod attached");
         Ok(attachment.cni_result())
     }
 
