@@ -542,17 +542,15 @@ fn reselect(entry: &mut Paths, cx: &SelectCtx<'_>) {
         return;
     }
     let order = {
-        let cands: Vec<Candidate<'_>> = m
-            .paths
-            .iter()
-            .filter_map(|p| {
-                cx.peers.get(&p.peer()).map(|peer| Candidate {
-                    attrs: &p.attrs,
-                    peer,
-                    path_id: p.path_id,
-                })
+        // Sized once (a `filter_map` collect grows by doubling from an unknown length).
+        let mut cands: Vec<Candidate<'_>> = Vec::with_capacity(m.paths.len());
+        cands.extend(m.paths.iter().filter_map(|p| {
+            cx.peers.get(&p.peer()).map(|peer| Candidate {
+                attrs: &p.attrs,
+                peer,
+                path_id: p.path_id,
             })
-            .collect();
+        }));
         // Paths of unknown peers cannot exist (a peer goes with its routes); if one did, the
         // indices would not line up, so nothing is selected rather than the wrong path.
         if cands.len() != m.paths.len() {
