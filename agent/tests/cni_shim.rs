@@ -474,3 +474,34 @@ fn pod_annotations_request_addresses_and_bad_ones_are_refused() {
     assert_eq!(lab.allocations().len(), 2);
     assert_eq!(tab_links(&lab.node).len(), 1);
 }
+
+#[test]
+fn del_releases_when_the_pods_netns_is_already_gone() {
+    if skip() {
+        return;
+    }
+    let lab = lab_with_dual_stack_blocks();
+    let _agent = lab.agent(AgentCfg::default());
+    let pod = PodNs::new("gone");
+    lab.pod_object("gone", json!({}));
+    let r = shim(&lab.socket, &pod.env("ADD"), &config("1.0.0", json!({})));
+    assert_eq!(r.code, 0, "{}", r.raw);
+    assert_eq!(lab.allocations().len(), 2);
+    let env = pod.env("DEL");
+    // The runtime tore the sandbox down first: the namespace (and with it both veth ends and
+    // the host routes) is gone before DEL arrives.
+    drop(pod);
+    // The kernel dismantles a namespace asynchronously (a workqueue): wait for the veth to go.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !tab_links(&lab.node).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the veth outlived its namespace"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let del = shim(&lab.socket, &env, &config("1.0.0", json!({})));
+    assert_eq!((del.code, del.stdout), (0, None), "{}", del.raw);
+    assert!(lab.allocations().is_empty(), "{:?}", lab.allocations());
+    assert!(tabby_routes(&lab.node).is_empty());
+}
