@@ -47,6 +47,7 @@ fn speaker_peer(addr: &str, state: State) -> PeerStatus {
         last_notification_received: None,
         last_error: None,
         connect_failure: None,
+        end_of_rib: false,
         stale_until: None,
         max_prefix_tripped: false,
         max_prefix_restart_at: None,

@@ -35,6 +35,7 @@ fn peer(addr: &str, state: State, err: Option<&str>) -> PeerStatus {
         last_notification_received: None,
         last_error: err.map(str::to_string),
         connect_failure: None,
+        end_of_rib: false,
         stale_until: None,
         max_prefix_tripped: false,
         max_prefix_restart_at: None,

@@ -171,6 +171,12 @@ async fn two_speakers_exchange_routes_and_withdrawals() {
     let mut sub = Fib::new(&b).await;
     established(&a, B).await;
     established(&b, A).await;
+    // The initial (empty) table ends with End-of-RIB (RFC 4724 §2); the status says when it
+    // arrived (the agent sweeps routes kept from before a restart on it).
+    eventually(Duration::from_secs(30), "End-of-RIB at B", || async {
+        status(&b, A).await.end_of_rib.then_some(())
+    })
+    .await;
 
     a.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
     // eBGP: next hop self (A's address on the session), A's AS prepended.
@@ -209,6 +215,10 @@ async fn two_speakers_exchange_routes_and_withdrawals() {
         (st.state != State::Established).then_some(st)
     })
     .await;
+    assert!(
+        !st.end_of_rib,
+        "a session that is down has no complete table"
+    );
     let n = st
         .last_notification_received
         .expect("NOTIFICATION received");

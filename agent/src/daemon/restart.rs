@@ -1,5 +1,6 @@
 //! Restarts without loss: the run marker in the state directory, and when the routes adopted
-//! at start may be swept.
+//! at start may be swept: once every planned peer is Established and has sent End-of-RIB for
+//! each family (RFC 4724 §4.1: stale routes go after End-of-RIB), or at `--stale-routes-time`.
 //!
 //! Owns the marker file and the pure sweep decision. Must not touch routes (the reconciler
 //! sweeps when told) or the speaker.
@@ -23,11 +24,13 @@ use tabby_bgp::speaker::PeerStatus;
 /// The marker's file name inside the state directory.
 pub const MARKER: &str = "agent.running";
 
-/// How long the best-path stream must be quiet, with every peer Established at least this
-/// long, before the adopted routes are swept. A peer sends its table right after the session
-/// comes up and ends it with End-of-RIB (RFC 4724 §2); the speaker does not report End-of-RIB
-/// per peer yet, so a quiet stream after establishment stands for it.
-pub const SETTLE: Duration = Duration::from_secs(2);
+/// Once every peer's table is in, the best-path stream must have been quiet this long (so the
+/// last batch reached the reconciler) before the adopted routes are swept.
+pub const SETTLE: Duration = Duration::from_millis(500);
+
+/// A peer that never sends End-of-RIB (RFC 4724 §2; speakers without graceful restart may
+/// not) counts as synced after it has been Established this long.
+pub const WITHOUT_END_OF_RIB: Duration = Duration::from_secs(10);
 
 pub fn marker_path(state_dir: &Path) -> PathBuf {
     state_dir.join(MARKER)
@@ -53,14 +56,15 @@ pub enum SweepReason {
     Timeout,
 }
 
-/// One peer as the sweep sees it: address, FSM state, time in that state.
-pub type PeerState = (IpAddr, State, Duration);
+/// One peer as the sweep sees it: address, FSM state, time in that state, End-of-RIB
+/// received for every family since it came up.
+pub type PeerState = (IpAddr, State, Duration, bool);
 
 /// The speaker's statuses reduced to what [`sweep_due`] reads.
 pub fn peer_states(statuses: &[PeerStatus]) -> Vec<PeerState> {
     statuses
         .iter()
-        .map(|s| (s.address, s.state, s.for_))
+        .map(|s| (s.address, s.state, s.for_, s.end_of_rib))
         .collect()
 }
 
@@ -77,9 +81,9 @@ pub fn sweep_due(
         return Some(SweepReason::Timeout);
     }
     let synced = planned.iter().all(|a| {
-        peers
-            .iter()
-            .any(|(addr, state, for_)| addr == a && *state == State::Established && *for_ >= SETTLE)
+        peers.iter().any(|(addr, state, for_, eor)| {
+            addr == a && *state == State::Established && (*eor || *for_ >= WITHOUT_END_OF_RIB)
+        })
     });
     (synced && quiet_for >= SETTLE).then_some(SweepReason::Synced)
 }
@@ -104,23 +108,26 @@ mod tests {
         let a = ip("10.0.0.2");
         let b = ip("10.0.0.3");
         let both: BTreeSet<IpAddr> = [a, b].into();
-        let up = |x, secs| (x, State::Established, S(secs));
+        let eor = |x| (x, State::Established, S(1), true);
+        let up = |x, secs| (x, State::Established, S(secs), false);
         // (since start, peers, quiet for, expected)
         let cases: Vec<(u64, Vec<PeerState>, u64, Option<SweepReason>)> = vec![
-            // Every peer up long enough and the stream quiet: the tables are in.
-            (10, vec![up(a, 3), up(b, 3)], 3, Some(SweepReason::Synced)),
+            // Every peer sent End-of-RIB and the stream is quiet: the tables are in.
+            (10, vec![eor(a), eor(b)], 1, Some(SweepReason::Synced)),
             // One peer not back yet: wait.
-            (10, vec![up(a, 3), (b, State::Active, S(9))], 3, None),
-            (10, vec![up(a, 3)], 3, None),
-            // Just established: its table may still be coming.
-            (10, vec![up(a, 3), up(b, 1)], 3, None),
+            (10, vec![eor(a), (b, State::Active, S(9), false)], 1, None),
+            (10, vec![eor(a)], 1, None),
+            // Up, but its table is not complete (no End-of-RIB yet).
+            (10, vec![eor(a), up(b, 3)], 1, None),
+            // A peer that never sends End-of-RIB counts after WITHOUT_END_OF_RIB.
+            (30, vec![eor(a), up(b, 10)], 1, Some(SweepReason::Synced)),
             // Routes still arriving.
-            (10, vec![up(a, 3), up(b, 3)], 1, None),
+            (10, vec![eor(a), eor(b)], 0, None),
             // The timeout wins over everything.
             (120, vec![], 0, Some(SweepReason::Timeout)),
             (
                 200,
-                vec![(a, State::Connect, S(1))],
+                vec![(a, State::Connect, S(1), false)],
                 0,
                 Some(SweepReason::Timeout),
             ),
@@ -134,7 +141,7 @@ mod tests {
         }
         // No peer planned (a single node): only the stream must settle.
         assert_eq!(
-            sweep_due(S(5), S(120), &BTreeSet::new(), &[], S(3)),
+            sweep_due(S(5), S(120), &BTreeSet::new(), &[], S(1)),
             Some(SweepReason::Synced)
         );
     }

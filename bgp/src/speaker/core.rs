@@ -1315,6 +1315,11 @@ impl Loop {
                 last_notification_received: p.last_received.clone(),
                 last_error: p.last_error.clone(),
                 connect_failure: p.connect_failure.clone(),
+                end_of_rib: p
+                    .negotiated
+                    .as_deref()
+                    .filter(|_| p.established())
+                    .is_some_and(|n| n.families.iter().all(|f| p.eor_received.contains(f))),
                 stale_until: p.stale_deadline_wall,
                 max_prefix_restart_at: p.max_prefix_restart_wall,
                 max_prefix_tripped: p.max_prefix_tripped,

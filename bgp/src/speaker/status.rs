@@ -69,6 +69,9 @@ pub struct PeerStatus {
     /// The cause behind `last_error` when that is a failed outgoing connect (refused,
     /// unreachable, no answer): the same fact as a type, for callers that act on it.
     pub connect_failure: Option<ConnectFailure>,
+    /// Established, and End-of-RIB (RFC 4724 §2) has arrived for every negotiated family since
+    /// the session came up: the peer's initial table is complete.
+    pub end_of_rib: bool,
     /// The peer's routes are kept as stale (RFC 4724 helper) until this time.
     pub stale_until: Option<SystemTime>,
     /// Max-prefix tripped: the session starts again at this time (`None` with `max_prefix_tripped`:
