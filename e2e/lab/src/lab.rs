@@ -75,6 +75,9 @@ const FRR_BGPD: &str = tabby_netlab::Frr::BGPD;
 /// How long one step of `up` may take before it fails with the relevant log.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long `down` gives each process after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// How long `up` waits for every agent's `/readyz` before printing what it has.
 const READY_WAIT: Duration = Duration::from_secs(20);
 
@@ -1460,8 +1463,15 @@ pub fn down(dir: &Path) -> Result<bool> {
             _ => 5,
         },
     );
-    for (_, rec) in roles {
-        state::stop(rec, Signal::SIGTERM, Duration::from_secs(5));
+    for (role, rec) in roles {
+        let start = Instant::now();
+        state::stop(rec, Signal::SIGTERM, STOP_GRACE);
+        if start.elapsed() >= STOP_GRACE {
+            eprintln!(
+                "tabby-lab: {role} did not stop within {STOP_GRACE:?} of SIGTERM; killed (log: {})",
+                rec.log.display()
+            );
+        }
     }
     for ns in st.netns.iter().rev() {
         if !netns_exists(ns) {
