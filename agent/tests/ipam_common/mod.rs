@@ -316,12 +316,17 @@ pub async fn churn(client: &Client, p: &ChurnParams) -> ChurnReport {
                     let mut want = addrs.clone();
                     want.sort();
                     assert_eq!(released, want, "seed {}: release of {handle} on {node}", p.seed);
-                    assert!(ipam.release(&handle).await.unwrap().is_empty(), "second release is a no-op");
-                    let mut m = model.lock().await;
-                    for a in &addrs {
-                        m.held.remove(a);
+                    // Out of the model before anything else awaits: once the cooldown has passed
+                    // another worker may rightly get these addresses, and on a loaded machine
+                    // the second release below can take longer than the cooldown.
+                    {
+                        let mut m = model.lock().await;
+                        for a in &addrs {
+                            m.held.remove(a);
+                        }
+                        m.report.releases += 1;
                     }
-                    m.report.releases += 1;
+                    assert!(ipam.release(&handle).await.unwrap().is_empty(), "second release is a no-op");
                     ops_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
