@@ -41,5 +41,5 @@ lab:
 
 ## lab-down: remove everything `make lab` made (processes, namespaces, files); safe to rerun.
 lab-down:
-	$(CARGO) build --release --locked -p tabby-lab
+	@test -x target/release/tabby-lab || $(CARGO) build --release --locked -p tabby-lab
 	./target/release/tabby-lab down

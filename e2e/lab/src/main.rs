@@ -8,6 +8,20 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tabby_lab::{Lab, Options, Report, Up};
 
+/// `print!` that ignores a closed stdout (`tabby-lab up | head`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "tabby-lab",
@@ -92,7 +106,7 @@ fn main() -> anyhow::Result<()> {
                 ..Options::default()
             };
             let start = Instant::now();
-            println!(
+            outln!(
                 "tabby-lab: building {} node(s){}{} in {} ...",
                 opts.nodes,
                 if opts.ipv6 { ", dual-stack" } else { "" },
@@ -101,29 +115,29 @@ fn main() -> anyhow::Result<()> {
             );
             match Lab::up(opts, &cli.state_dir).context("tabby-lab up")? {
                 Up::Started(lab) => {
-                    println!("tabby-lab: up in {:.1} s\n", start.elapsed().as_secs_f64());
-                    print!("{}", Report::gather(&lab));
+                    outln!("tabby-lab: up in {:.1} s\n", start.elapsed().as_secs_f64());
+                    out!("{}", Report::gather(&lab));
                 }
                 Up::AlreadyRunning(lab) => {
-                    println!(
+                    outln!(
                         "tabby-lab: a lab is already running in {} (prefix {}); \
                          `make lab-down` removes it\n",
                         cli.state_dir.display(),
                         lab.options().prefix
                     );
-                    print!("{}", Report::gather(&lab));
+                    out!("{}", Report::gather(&lab));
                 }
             }
         }
         Cmd::Status => {
             let lab = Lab::attach(&cli.state_dir).context("tabby-lab status")?;
-            print!("{}", Report::gather(&lab));
+            out!("{}", Report::gather(&lab));
         }
         Cmd::Down => {
             if tabby_lab::down(&cli.state_dir).context("tabby-lab down")? {
-                println!("tabby-lab: removed the lab in {}", cli.state_dir.display());
+                outln!("tabby-lab: removed the lab in {}", cli.state_dir.display());
             } else {
-                println!(
+                outln!(
                     "tabby-lab: no lab recorded in {}; nothing to do",
                     cli.state_dir.display()
                 );
