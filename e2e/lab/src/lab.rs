@@ -1451,27 +1451,28 @@ pub fn down(dir: &Path) -> Result<bool> {
     let Some(st) = State::load(dir)? else {
         return Ok(false);
     };
-    let mut roles: Vec<(&String, &ProcRecord)> = st.processes.iter().collect();
-    // Agents and proxies first, the API server last.
-    roles.sort_by_key(
-        |(role, _)| match role.split('/').next().unwrap_or_default() {
-            "agent" => 0,
-            "proxy" => 1,
-            "controller" => 2,
-            "tor-bgpd" => 3,
-            "tor-zebra" => 4,
-            _ => 5,
-        },
-    );
-    for (role, rec) in roles {
-        let start = Instant::now();
-        state::stop(rec, Signal::SIGTERM, STOP_GRACE);
-        if start.elapsed() >= STOP_GRACE {
-            eprintln!(
-                "tabby-lab: {role} did not stop within {STOP_GRACE:?} of SIGTERM; killed (log: {})",
-                rec.log.display()
-            );
-        }
+    // Agents first (they may still talk to the API and their peers while they stop), then
+    // everything else; each group stopped in parallel.
+    let (agents, others): (Vec<_>, Vec<_>) = st
+        .processes
+        .iter()
+        .partition(|(role, _)| role.starts_with("agent/"));
+    for group in [agents, others] {
+        std::thread::scope(|s| {
+            for (role, rec) in group {
+                s.spawn(move || {
+                    let start = Instant::now();
+                    state::stop(rec, Signal::SIGTERM, STOP_GRACE);
+                    if start.elapsed() >= STOP_GRACE {
+                        eprintln!(
+                            "tabby-lab: {role} did not stop within {STOP_GRACE:?} of SIGTERM; \
+                             killed (log: {})",
+                            rec.log.display()
+                        );
+                    }
+                });
+            }
+        });
     }
     for ns in st.netns.iter().rev() {
         if !netns_exists(ns) {
