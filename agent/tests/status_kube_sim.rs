@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use tabby_agent::daemon::API_CALLS as AGENT_API_CALLS;
@@ -23,19 +22,10 @@ async fn sim() -> (KubeSim, Client) {
     let sim = KubeSim::start(Config::default())
         .await
         .expect("start kube-sim");
+    sim.install_crds(tabby_api::v1alpha1::crds())
+        .await
+        .expect("install CRDs");
     let client = sim.client().await.expect("client");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in tabby_api::v1alpha1::crds() {
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("create CRD");
-    }
-    let api: Api<NodeNetworkStatus> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while api.list(&ListParams::default()).await.is_err() {
-        assert!(Instant::now() < deadline, "CRDs not served within 10 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     (sim, client)
 }
 

@@ -38,7 +38,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser as _;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 use tabby_agent::cni::{CniConfig, CniDeps};
@@ -362,13 +361,10 @@ async fn start_cluster(
     let sim = KubeSim::start(tabby_kube_sim::Config::default())
         .await
         .context("starting kube-sim")?;
+    sim.install_crds(tabby_api::v1alpha1::crds())
+        .await
+        .context("creating the CRDs")?;
     let client = sim.client().await.context("kube-sim client")?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in tabby_api::v1alpha1::crds() {
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .context("creating the CRDs")?;
-    }
     let pools: Api<IPPool> = Api::all(client.clone());
     let spec = IPPoolSpec {
         cidr: POOL_CIDR.into(),

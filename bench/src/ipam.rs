@@ -21,7 +21,6 @@ use clap::Parser as _;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, PostParams};
 use serde::Serialize;
 use serde_json::json;
@@ -210,13 +209,10 @@ async fn one_run(args: &IpamArgs) -> anyhow::Result<Run> {
     let sim = KubeSim::start(Config::default())
         .await
         .context("starting kube-sim")?;
+    sim.install_crds(tabby_api::v1alpha1::crds())
+        .await
+        .context("creating the CRDs")?;
     let client = sim.client().await.context("kube-sim client")?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in tabby_api::v1alpha1::crds() {
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .context("creating the CRDs")?;
-    }
     let pools: Api<IPPool> = Api::all(client.clone());
     let mut families = vec![("bench-v4", "10.0.0.0/8", 26u8)];
     if args.dual_stack {

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 use tabby_agent::cni::{CniConfig, CniDeps, CniService};
@@ -100,19 +99,10 @@ impl Lab {
             })
             .await
             .expect("kube-sim");
+            sim.install_crds(tabby_api::v1alpha1::crds())
+                .await
+                .expect("install CRDs");
             let client = sim.client().await.expect("client");
-            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-            for crd in tabby_api::v1alpha1::crds() {
-                crds.create(&PostParams::default(), &crd)
-                    .await
-                    .expect("CRD");
-            }
-            let pools: Api<IPPool> = Api::all(client.clone());
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while pools.list(&ListParams::default()).await.is_err() {
-                assert!(Instant::now() < deadline, "CRDs not served");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
             (sim, client)
         });
         let kubeconfig = sim.kubeconfig();

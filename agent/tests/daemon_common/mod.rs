@@ -13,9 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
 use tabby_api::v1alpha1::{IPAMBlock, IPPool};
 use tabby_kube_sim::{Config, KubeSim};
@@ -170,7 +169,9 @@ impl Lab {
                 .expect("start kube-sim");
                 sim.write_kubeconfig(&lab.kubeconfig()).expect("kubeconfig");
                 let client = sim.client().await.expect("client");
-                install_crds(&client).await;
+                sim.install_crds(tabby_api::v1alpha1::crds())
+                    .await
+                    .expect("install CRDs");
                 body(lab, client, &sim).await;
                 // Agents first, so their last moments are not spent on a vanished API.
                 for n in &mut lab.nodes {
@@ -227,21 +228,6 @@ impl Lab {
             // Reaps (SIGTERM to a dead process is harmless).
             p.stop(Duration::from_millis(100));
         }
-    }
-}
-
-async fn install_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in tabby_api::v1alpha1::crds() {
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("create CRD");
-    }
-    let pools: Api<IPPool> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pools.list(&ListParams::default()).await.is_err() {
-        assert!(Instant::now() < deadline, "CRDs not served within 10 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

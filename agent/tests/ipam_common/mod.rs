@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use rand::rngs::StdRng;
@@ -35,19 +34,10 @@ pub async fn sim() -> (KubeSim, Client) {
     })
     .await
     .expect("start kube-sim");
+    sim.install_crds(tabby_api::v1alpha1::crds())
+        .await
+        .expect("install CRDs");
     let client = sim.client().await.expect("client");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in tabby_api::v1alpha1::crds() {
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("create CRD");
-    }
-    let pools: Api<IPPool> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pools.list(&ListParams::default()).await.is_err() {
-        assert!(Instant::now() < deadline, "CRDs not served within 10 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     (sim, client)
 }
 

@@ -78,6 +78,14 @@ pub enum SimError {
     /// kube client configuration failed.
     #[error("building kube client: {0}")]
     Client(String),
+    /// Creating a CustomResourceDefinition failed.
+    #[error("creating CRD {name}: {source}")]
+    Crd {
+        /// The CRD's name.
+        name: String,
+        /// The API's answer.
+        source: kube::Error,
+    },
     /// Writing the kubeconfig failed.
     #[error("writing kubeconfig {path}: {reason}")]
     Kubeconfig {
@@ -415,6 +423,26 @@ impl KubeSim {
         .await
         .map_err(|e| SimError::Client(e.to_string()))?;
         kube::Client::try_from(cfg).map_err(|e| SimError::Client(e.to_string()))
+    }
+
+    /// Creates `crds` through the API, as `kubectl apply` of a chart's `crds/` would. The
+    /// emulator serves a CRD's resource as soon as the create returns (it is `Established` at
+    /// once), so callers need not poll for it.
+    pub async fn install_crds(
+        &self,
+        crds: impl IntoIterator<
+            Item = k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        >,
+    ) -> Result<(), SimError> {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        let api: kube::Api<CustomResourceDefinition> = kube::Api::all(self.client().await?);
+        for crd in crds {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            api.create(&kube::api::PostParams::default(), &crd)
+                .await
+                .map_err(|source| SimError::Crd { name, source })?;
+        }
+        Ok(())
     }
 
     /// Current fault injection settings.

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 use kube::runtime::wait::{await_condition, conditions};
@@ -603,4 +603,34 @@ async fn watcher_with_streaming_lists() {
     );
     task.abort();
     sim.shutdown().await;
+}
+
+/// `KubeSim::install_crds`: the resource is served as soon as it returns (no polling), and a
+/// CRD the API refuses (here: already exists) is an error naming it.
+#[tokio::test]
+async fn install_crds_serves_at_once_and_names_a_refused_crd() {
+    let sim = common::start().await;
+    sim.install_crds([Block::crd()]).await.expect("install");
+    let client = sim.client().await.expect("client");
+    let blocks: Api<Block> = Api::all(client);
+    assert!(
+        blocks
+            .list(&ListParams::default())
+            .await
+            .expect("served at once")
+            .items
+            .is_empty()
+    );
+    let err = sim.install_crds([Block::crd()]).await.unwrap_err();
+    match &err {
+        tabby_kube_sim::SimError::Crd { name, source } => {
+            assert_eq!(name, "blocks.test.tabby.dev");
+            assert!(
+                matches!(source, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists"),
+                "{source}"
+            );
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    assert!(err.to_string().contains("blocks.test.tabby.dev"), "{err}");
 }

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
@@ -39,19 +38,10 @@ pub async fn env() -> Env {
     })
     .await
     .expect("start kube-sim");
+    sim.install_crds(tabby_api::v1alpha1::crds())
+        .await
+        .expect("install CRDs");
     let client = sim.client().await.expect("client");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in tabby_api::v1alpha1::crds() {
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("create CRD");
-    }
-    let pools: Api<IPPool> = Api::all(client.clone());
-    eventually("CRDs served", Duration::from_secs(10), || {
-        let pools = pools.clone();
-        async move { pools.list(&ListParams::default()).await.is_ok() }
-    })
-    .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
     sim.write_kubeconfig(&kubeconfig).expect("kubeconfig");
