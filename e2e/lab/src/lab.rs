@@ -526,8 +526,12 @@ impl Lab {
         self.dir.join("kubeconfig")
     }
 
+    /// The lab's nodes (without those removed).
     pub fn nodes(&self) -> Vec<NodePlan> {
         plan::nodes(&self.opts)
+            .into_iter()
+            .filter(|n| !self.state.removed.contains(&n.name))
+            .collect()
     }
 
     pub fn node(&self, name: &str) -> Result<NodePlan> {
@@ -693,6 +697,7 @@ impl Lab {
             "--lease-name=tabby-ipam-controller".into(),
             format!("--cooldown={}", self.opts.cooldown_s),
             "--resync=5".into(),
+            format!("--gc-grace={}", self.opts.gc_grace_s),
         ];
         let env = [
             ("KUBECONFIG", self.kubeconfig().display().to_string()),
@@ -1391,6 +1396,47 @@ impl Lab {
             self.add_pod(&n, p)?;
         }
         Ok(n)
+    }
+
+    /// Removes `node` as a dead machine leaves a cluster: its agent is SIGKILLed (no goodbye),
+    /// its namespaces and API proxy go, then its Pod objects and its Node object are deleted.
+    pub fn remove_node(&mut self, node: &str) -> Result<()> {
+        let n = self.node(node)?;
+        for role in [Self::agent_role(node), format!("proxy/{node}")] {
+            if let Some(rec) = self.state.processes.get(&role) {
+                state::stop(rec, Signal::SIGKILL, Duration::from_secs(5));
+            }
+        }
+        for p in &n.pods {
+            if netns_exists(&p.netns) {
+                ip(&["netns", "del", &p.netns])?;
+            }
+            self.state.pods.remove(&p.netns);
+        }
+        if netns_exists(&n.netns) {
+            ip(&["netns", "del", &n.netns])?;
+        }
+        self.state.removed.push(node.to_string());
+        self.save()?;
+        let client = self.client.clone();
+        let names: Vec<String> = n.pods.iter().map(|p| p.name.clone()).collect();
+        let node_name = node.to_string();
+        self.rt.block_on(async move {
+            let pods: Api<Pod> = Api::namespaced(client.clone(), plan::POD_NAMESPACE);
+            for name in names {
+                match pods.delete(&name, &Default::default()).await {
+                    Ok(_) => {}
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(kerr(format!("deleting Pod {name}"))(e)),
+                }
+            }
+            let nodes: Api<Node> = Api::all(client);
+            match nodes.delete(&node_name, &Default::default()).await {
+                Ok(_) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                Err(e) => Err(kerr(format!("deleting Node {node_name}"))(e)),
+            }
+        })
     }
 
     /// Restarts the ToR's FRR (both daemons SIGKILLed, then started with the same config).

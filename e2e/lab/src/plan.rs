@@ -69,6 +69,8 @@ pub struct Options {
     pub cooldown_s: u32,
     /// Pods made on each node (at most 26: `a`..`z`).
     pub pods_per_node: usize,
+    /// The controller's `--gc-grace`: seconds an allocation's pod must be gone before release.
+    pub gc_grace_s: u32,
 }
 
 impl Default for Options {
@@ -83,6 +85,7 @@ impl Default for Options {
             block_size_v4: 26,
             cooldown_s: 30,
             pods_per_node: PODS_PER_NODE,
+            gc_grace_s: 300,
         }
     }
 }

@@ -58,6 +58,9 @@ pub struct State {
     /// Pods whose CNI ADD succeeded: pod netns -> (node, container id, assigned addresses).
     #[serde(default)]
     pub pods: BTreeMap<String, PodRecord>,
+    /// Nodes removed with `Lab::remove_node`.
+    #[serde(default)]
+    pub removed: Vec<String>,
     /// Set when `up` completed.
     #[serde(default)]
     pub complete: bool,

@@ -479,6 +479,56 @@ fn pool_exhausted_then_recovers() {
     assert_eq!(r.lost(), 0, "{r:?}");
 }
 
+/// Scenario 3: a node removed (agent SIGKILLed, its namespaces gone, its Pods and Node
+/// deleted). The remaining nodes withdraw its blocks from their kernels, the controller
+/// releases its blocks once its pods' allocations are collected, and the remaining pods still
+/// reach each other. (The ToR, a graceful-restart helper, keeps the dead node's routes as stale
+/// until the restart time ends; that part is not asserted here.)
+#[test]
+fn node_removed() {
+    if skip() {
+        return;
+    }
+    let mut t = TestLab::up(Options {
+        nodes: 3,
+        pods_per_node: 1,
+        gc_grace_s: 2,
+        ..Options::default()
+    });
+    let gone = t.lab().blocks().unwrap()["node-3"].clone();
+    assert!(!gone.is_empty());
+    t.lab_mut().remove_node("node-3").unwrap();
+    let lab = t.lab();
+    let nodes = lab.nodes();
+    assert_eq!(nodes.len(), 2);
+    eventually(
+        "node-1 and node-2 to withdraw node-3's blocks",
+        Duration::from_secs(60),
+        || {
+            nodes.iter().all(|n| {
+                lab.tabby_routes(&n.netns)
+                    .is_ok_and(|r| gone.iter().all(|c| !r.contains_key(c)))
+            })
+        },
+        || {
+            nodes
+                .iter()
+                .map(|n| format!("{}: {:?}", n.name, lab.tabby_routes(&n.netns)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        },
+    );
+    eventually(
+        "the controller to release node-3's blocks",
+        Duration::from_secs(90),
+        || lab.blocks().is_ok_and(|b| !b.contains_key("node-3")),
+        || format!("{:?}", lab.blocks()),
+    );
+    let to = lab.pod_ipv4(&nodes[1].pods[0].netns).unwrap();
+    let r = lab.ping(&nodes[0].pods[0].netns, &to, 3, 100).unwrap();
+    assert_eq!(r.lost(), 0, "node-1 -> node-2 after node-3 left: {r:?}");
+}
+
 fn in_cidr(addr: &str, cidr: &str) -> bool {
     let (Ok(a), Some((net, len))) = (addr.parse::<std::net::Ipv4Addr>(), cidr.split_once('/'))
     else {
