@@ -16,14 +16,14 @@
 //! | `tabby_agent_bgp_peer_prefixes_accepted`, `…_advertised` | gauge | `peer` |
 //! | `tabby_agent_bgp_messages_sent_total`, `…_received_total` | counter | `peer`, `message` |
 //! | `tabby_agent_bgp_rib_prefixes` | gauge | `family` |
-//! | `tabby_agent_bgp_update_processing_seconds` | histogram (`+Inf` bucket only) | — |
+//! | `tabby_agent_bgp_update_processing_seconds` | histogram, buckets 1 µs … 1 s | — |
 //! | `tabby_agent_bgp_speaker_up` | gauge | — (0 when the speaker did not answer the scrape) |
 //! | `tabby_agent_routes` | gauge | `family` (`ipv4`, `ipv6`): Tabby's routes in the kernel |
 //! | `tabby_agent_route_operations_total` | counter | — |
 //! | `tabby_agent_netlink_errors_total` | counter | — |
 //! | `tabby_agent_route_conflicts` | gauge | — |
 //! | `tabby_agent_route_resyncs_total`, `tabby_agent_routes_restored_total` | counter | — |
-//! | `tabby_agent_route_reconcile_seconds` | histogram (`+Inf` bucket only) | — |
+//! | `tabby_agent_route_reconcile_seconds` | histogram, buckets 1 µs … 1 s | — |
 //! | `tabby_agent_route_reconcile_last_seconds` | gauge | — |
 //! | `tabby_agent_cni_requests_total` | counter | `result` (`ok`, `error`, `refused`) |
 //! | `tabby_agent_ipam_operations_total` | counter | `op` (`allocate`, `release`), `result` (`ok`, `error`) |
@@ -311,7 +311,11 @@ impl AgentMetrics {
             reg.register(
                 "tabby_agent_bgp_update_processing_seconds",
                 "Time the speaker spent processing received UPDATEs",
-                ConstHistogram::sum_count(m.update_processing.as_secs_f64(), m.updates_processed),
+                ConstHistogram {
+                    sum: m.update_processing.as_secs_f64(),
+                    count: m.updates_processed,
+                    buckets: m.update_processing_histogram.buckets(),
+                },
             );
         }
     }
@@ -361,11 +365,19 @@ impl AgentMetrics {
         );
         reg.register(
             "tabby_agent_route_reconcile_seconds",
-            "Route reconcile passes and their total time",
-            ConstHistogram::sum_count(
-                load(&r.reconcile_micros_total) as f64 / 1e6,
-                load(&r.reconciles),
-            ),
+            "Route reconcile passes and their duration",
+            {
+                let h = r
+                    .reconcile_histogram
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                // Count from the buckets, so `+Inf` and `_count` agree within one scrape.
+                ConstHistogram {
+                    sum: load(&r.reconcile_micros_total) as f64 / 1e6,
+                    count: h.count(),
+                    buckets: h.buckets(),
+                }
+            },
         );
         let g = Gauge::<f64, AtomicU64>::default();
         g.set(load(&r.reconcile_micros_last) as f64 / 1e6);
@@ -453,28 +465,19 @@ fn const_counter(n: u64) -> prometheus_client::metrics::counter::ConstCounter<u6
     prometheus_client::metrics::counter::ConstCounter::new(n)
 }
 
-/// A histogram from a (sum, count) snapshot: the sources keep totals, not buckets, so only the
-/// `+Inf` bucket is filled; `_sum / _count` is the mean.
+/// A histogram from a snapshot: the sources count per bucket (µs to s,
+/// `tabby_bgp::speaker::DURATION_BUCKETS`), this only encodes them.
 #[derive(Debug)]
 struct ConstHistogram {
     sum: f64,
     count: u64,
-}
-
-impl ConstHistogram {
-    fn sum_count(sum: f64, count: u64) -> Self {
-        ConstHistogram { sum, count }
-    }
+    /// (upper bound, observations in this bucket alone), ascending, ending with +Inf.
+    buckets: Vec<(f64, u64)>,
 }
 
 impl EncodeMetric for ConstHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        encoder.encode_histogram::<NoLabelSet>(
-            self.sum,
-            self.count,
-            &[(f64::INFINITY, self.count)],
-            None,
-        )
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
     }
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram

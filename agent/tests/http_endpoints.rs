@@ -246,6 +246,11 @@ async fn metrics_are_read_from_live_sources_at_scrape_time() {
         .reconcile_micros_total
         .store(2_000, Ordering::Relaxed);
     routes.reconcile_micros_last.store(500, Ordering::Relaxed);
+    {
+        let mut h = routes.reconcile_histogram.lock().unwrap();
+        h.observe(Duration::from_micros(200), 3);
+        h.observe(Duration::from_micros(1400), 1);
+    }
     metrics.set_routes(routes.clone());
     let cni = Arc::new(ServerStats::default());
     cni.requests.store(10, Ordering::Relaxed);
@@ -289,6 +294,29 @@ async fn metrics_are_read_from_live_sources_at_scrape_time() {
     has(&text, "tabby_agent_netlink_errors_total 2");
     has(&text, "tabby_agent_route_operations_total 40");
     has(&text, "tabby_agent_route_reconcile_seconds_count 4");
+    // Cumulative buckets: three passes ≤ 250 µs, the fourth ≤ 2.5 ms.
+    has(
+        &text,
+        "tabby_agent_route_reconcile_seconds_bucket{le=\"0.0001\"} 0",
+    );
+    has(
+        &text,
+        "tabby_agent_route_reconcile_seconds_bucket{le=\"0.00025\"} 3",
+    );
+    has(
+        &text,
+        "tabby_agent_route_reconcile_seconds_bucket{le=\"0.001\"} 3",
+    );
+    has(
+        &text,
+        "tabby_agent_route_reconcile_seconds_bucket{le=\"0.0025\"} 4",
+    );
+    has(
+        &text,
+        "tabby_agent_route_reconcile_seconds_bucket{le=\"+Inf\"} 4",
+    );
+    // The speaker's UPDATE processing histogram has its buckets too.
+    assert!(text.contains("tabby_agent_bgp_update_processing_seconds_bucket{le=\"0.001\"}"));
     has(&text, "tabby_agent_route_reconcile_seconds_sum 0.002");
     has(&text, "tabby_agent_route_reconcile_last_seconds 0.0005");
     has(&text, "tabby_agent_cni_requests_total{result=\"ok\"} 9");

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
+use tabby_bgp::speaker::DurationHistogram;
 use tokio::sync::{mpsc, oneshot};
 
 use super::diff::{Op, Placement, Scope, plan};
@@ -68,6 +69,8 @@ pub struct Metrics {
     pub reconciles: AtomicU64,
     pub reconcile_micros_total: AtomicU64,
     pub reconcile_micros_last: AtomicU64,
+    /// Reconcile pass durations per bucket (µs to s), for the metrics histogram.
+    pub reconcile_histogram: std::sync::Mutex<DurationHistogram>,
 }
 
 /// What one pass did.
@@ -295,6 +298,11 @@ impl Reconciler {
         self.metrics
             .reconcile_micros_last
             .store(micros, Ordering::Relaxed);
+        self.metrics
+            .reconcile_histogram
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(report.elapsed, 1);
         self.publish_gauges();
         Ok(report)
     }
