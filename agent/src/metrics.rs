@@ -4,7 +4,7 @@
 //! each source once ([`AgentMetrics::set_speaker`], [`AgentMetrics::set_routes`],
 //! [`AgentMetrics::set_cni`], [`AgentMetrics::set_status_publisher`]) and tells which kind each
 //! peer is ([`AgentMetrics::set_plan`]); IPAM outcomes are counted as they happen
-//! ([`AgentMetrics::ipam`]). Each scrape builds a fresh registry from those and encodes it.
+//! ([`AgentMetrics::set_ipam`], from `CniService::ipam_counters`). Each scrape builds a fresh registry from those and encodes it.
 //!
 //! Owns the metric names and labels (documented in `docs/operations.md`, "Agent status and
 //! metrics"). Must not change anything it reads.
@@ -93,7 +93,7 @@ pub struct AgentMetrics {
     routes: RwLock<Option<Arc<RouteMetrics>>>,
     cni: RwLock<Option<Arc<ServerStats>>>,
     status: RwLock<Option<Arc<PublisherStats>>>,
-    ipam: Arc<IpamCounters>,
+    ipam: RwLock<Arc<IpamCounters>>,
 }
 
 impl Default for AgentMetrics {
@@ -121,7 +121,7 @@ impl AgentMetrics {
             routes: RwLock::new(None),
             cni: RwLock::new(None),
             status: RwLock::new(None),
-            ipam: Arc::new(IpamCounters::default()),
+            ipam: RwLock::new(Arc::new(IpamCounters::default())),
         }
     }
 
@@ -154,9 +154,15 @@ impl AgentMetrics {
         put(&self.status, Some(stats));
     }
 
-    /// IPAM counters, to count allocations and releases as they happen.
+    /// The IPAM counters read at each scrape (`CniService::ipam_counters()`, which counts
+    /// every ADD's allocation and DEL's release).
+    pub fn set_ipam(&self, counters: Arc<IpamCounters>) {
+        put(&self.ipam, counters);
+    }
+
+    /// The IPAM counters in use.
     pub fn ipam(&self) -> Arc<IpamCounters> {
-        self.ipam.clone()
+        read(&self.ipam)
     }
 
     /// One scrape: asks the speaker (bounded wait) and encodes everything.
@@ -410,12 +416,13 @@ impl AgentMetrics {
                 fam,
             );
         }
+        let ipam_counters = read(&self.ipam);
         let ipam = Family::<OpResultLabel, Counter>::default();
         for (op, result, a) in [
-            ("allocate", "ok", &self.ipam.allocate_ok),
-            ("allocate", "error", &self.ipam.allocate_error),
-            ("release", "ok", &self.ipam.release_ok),
-            ("release", "error", &self.ipam.release_error),
+            ("allocate", "ok", &ipam_counters.allocate_ok),
+            ("allocate", "error", &ipam_counters.allocate_error),
+            ("release", "ok", &ipam_counters.release_ok),
+            ("release", "error", &ipam_counters.release_error),
         ] {
             ipam.get_or_create(&OpResultLabel {
                 op: op.into(),

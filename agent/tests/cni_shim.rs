@@ -168,6 +168,12 @@ fn add_check_del_sequence_repeated_add_and_unknown_container() {
     env.push(("CNI_NETNS", "/var/run/netns/does-not-exist".into()));
     let del = shim(&lab.socket, &env, &config("1.0.0", json!({})));
     assert_eq!((del.code, del.stdout), (0, None), "{}", del.raw);
+
+    // The metrics' IPAM counters saw the allocations and releases, none failed.
+    let c = agent.service().ipam_counters();
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(n(&c.allocate_ok) >= 1 && n(&c.release_ok) >= 2, "{c:?}");
+    assert_eq!((n(&c.allocate_error), n(&c.release_error)), (0, 0), "{c:?}");
 }
 
 /// (environment, stdin, expected code, message fragment, why).

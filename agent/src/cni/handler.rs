@@ -35,6 +35,7 @@ use tracing::{debug, info, warn};
 use super::locks::KeyedLocks;
 use super::reconcile;
 use crate::ipam::{IpamClient, IpamError, PodRequest};
+use crate::metrics::IpamCounters;
 use crate::routes::ReconcilerHandle;
 
 /// What the handler needs; built by [`super::start`].
@@ -50,6 +51,7 @@ pub struct AgentHandler {
     pub(crate) locks: KeyedLocks,
     pub(crate) ipam_turn: tokio::sync::Mutex<()>,
     pub(crate) ready: Arc<AtomicBool>,
+    pub(crate) ipam_counters: Arc<IpamCounters>,
 }
 
 /// Bound on one API step of a request (the Pod read, one allocation attempt, a release): a
@@ -194,6 +196,15 @@ impl AgentHandler {
     /// Allocates, taking the node's IPAM turn for each attempt and waiting (outside the turn)
     /// up to `block_wait` while no address can be had yet.
     async fn allocate(&self, pr: &PodRequest) -> Result<Vec<crate::ipam::Assigned>, CniError> {
+        let r = self.allocate_waiting(pr).await;
+        self.ipam_counters.allocated(r.is_ok());
+        r
+    }
+
+    async fn allocate_waiting(
+        &self,
+        pr: &PodRequest,
+    ) -> Result<Vec<crate::ipam::Assigned>, CniError> {
         let started = Instant::now();
         let deadline = started + self.block_wait;
         loop {
@@ -227,6 +238,12 @@ impl AgentHandler {
     }
 
     async fn release(&self, handle: &str) -> Result<Vec<IpAddr>, CniError> {
+        let r = self.release_in_turn(handle).await;
+        self.ipam_counters.released(r.is_ok());
+        r
+    }
+
+    async fn release_in_turn(&self, handle: &str) -> Result<Vec<IpAddr>, CniError> {
         let _turn = self.ipam_turn.lock().await;
         let released = tokio::time::timeout(API_TIMEOUT, self.ipam.release(handle))
             .await

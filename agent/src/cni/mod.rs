@@ -28,6 +28,7 @@ use tabby_cni::server::{CniServer, ServerError, ServerStats};
 use tracing::{info, warn};
 
 use crate::ipam::IpamClient;
+use crate::metrics::IpamCounters;
 use crate::routes::ReconcilerHandle;
 use handler::AgentHandler;
 
@@ -99,6 +100,7 @@ pub struct StartReport {
 /// The running service.
 pub struct CniService {
     stats: Arc<ServerStats>,
+    ipam_counters: Arc<IpamCounters>,
     ready: Arc<AtomicBool>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
@@ -113,6 +115,7 @@ pub async fn start(cfg: CniConfig, deps: CniDeps) -> Result<CniService, CniStart
     let datapath = Datapath::new(None, cfg.mtu).await?;
     let mtu = datapath.mtu();
     let ready = Arc::new(AtomicBool::new(false));
+    let ipam_counters = Arc::new(IpamCounters::default());
     let handler = Arc::new(AgentHandler {
         client: deps.client,
         node: deps.node,
@@ -125,6 +128,7 @@ pub async fn start(cfg: CniConfig, deps: CniDeps) -> Result<CniService, CniStart
         locks: locks::KeyedLocks::default(),
         ipam_turn: tokio::sync::Mutex::new(()),
         ready: ready.clone(),
+        ipam_counters: ipam_counters.clone(),
     });
     let report = reconcile_at_start(&handler).await?;
     let server = CniServer::bind(&cfg.socket)?;
@@ -144,6 +148,7 @@ pub async fn start(cfg: CniConfig, deps: CniDeps) -> Result<CniService, CniStart
         "CNI service ready");
     Ok(CniService {
         stats,
+        ipam_counters,
         ready,
         stop: Some(tx),
         task,
@@ -159,7 +164,9 @@ async fn reconcile_at_start(h: &AgentHandler) -> Result<StartReport, CniStartErr
     let plan = reconcile::plan(&veths, &holdings);
     let removed = h.datapath.reconcile(&plan.live).await?;
     for handle in &plan.release {
-        match h.ipam.release(handle).await {
+        let released = h.ipam.release(handle).await;
+        h.ipam_counters.released(released.is_ok());
+        match released {
             Ok(r) => {
                 info!(container = %handle, addresses = ?r.iter().map(|r| r.address).collect::<Vec<_>>(),
                 "released the allocation of a container without a live interface")
@@ -193,6 +200,11 @@ impl CniService {
     /// Request counters of the socket (for metrics).
     pub fn stats(&self) -> Arc<ServerStats> {
         self.stats.clone()
+    }
+
+    /// Allocations (ADD) and releases (DEL) and their outcomes, for the metrics.
+    pub fn ipam_counters(&self) -> Arc<IpamCounters> {
+        self.ipam_counters.clone()
     }
 
     /// True while the socket serves (readiness).

@@ -207,6 +207,7 @@ async fn cni_loop(
             Ok(service) => {
                 tracing::info!(socket = %cfg.socket.display(), report = ?service.start_report(), "CNI service serving");
                 metrics.set_cni(service.stats());
+                metrics.set_ipam(service.ipam_counters());
                 *slot.lock().await = Some(service);
                 break;
             }
