@@ -1398,6 +1398,38 @@ impl Lab {
         Ok(n)
     }
 
+    /// Calls one of kube-sim's fault endpoints (`restart`, `drop-watches`, `compact`): an API
+    /// server restart, every watch dropped, the watch history gone (reconnects get 410 Gone).
+    pub fn api_fault(&self, what: &str) -> Result<()> {
+        let client = self.client.clone();
+        let req = http::Request::post(format!("/_sim/{what}"))
+            .body(Vec::new())
+            .map_err(|e| LabError::Other(format!("building /_sim/{what}: {e}")))?;
+        self.rt
+            .block_on(client.request_text(req))
+            .map(drop)
+            .map_err(kerr(format!("POST /_sim/{what}")))
+    }
+
+    /// Starts one more pod on `node` through the CNI (named with the next free letter).
+    pub fn add_pod_to(&mut self, node: &str) -> Result<PodPlan> {
+        let n = self.node(node)?;
+        let taken = self.state.pods.values().filter(|p| p.node == node).count();
+        let wide = Options {
+            pods_per_node: taken + 1,
+            ..self.opts.clone()
+        };
+        let p = plan::node(&wide, n.index)
+            .pods
+            .pop()
+            .ok_or_else(|| LabError::Other(format!("no pod slot left on {node}")))?;
+        if taken + 1 > 26 || self.state.pods.contains_key(&p.netns) {
+            return Err(LabError::Other(format!("no pod slot left on {node}")));
+        }
+        self.add_pod(&n, &p)?;
+        Ok(p)
+    }
+
     /// Removes `node` as a dead machine leaves a cluster: its agent is SIGKILLed (no goodbye),
     /// its namespaces and API proxy go, then its Pod objects and its Node object are deleted.
     pub fn remove_node(&mut self, node: &str) -> Result<()> {

@@ -529,6 +529,59 @@ fn node_removed() {
     assert_eq!(r.lost(), 0, "node-1 -> node-2 after node-3 left: {r:?}");
 }
 
+/// Scenario 6: API server faults. kube-sim drops every watch, forgets its watch history (so
+/// reconnects get 410 Gone) and restarts; afterwards the controller and agents still serve: a
+/// new pod on each node gets an address no other pod has, no route is lost, and the new pods
+/// reach each other across nodes.
+#[test]
+fn api_server_faults() {
+    if skip() {
+        return;
+    }
+    let mut t = TestLab::up(Options {
+        nodes: 2,
+        pods_per_node: 1,
+        ..Options::default()
+    });
+    let lab = t.lab();
+    let routes_before: Vec<_> = lab
+        .nodes()
+        .iter()
+        .map(|n| lab.tabby_routes(&n.netns).unwrap())
+        .collect();
+    for fault in ["drop-watches", "compact", "restart"] {
+        lab.api_fault(fault)
+            .unwrap_or_else(|e| panic!("{fault}: {e}"));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let a = t.lab_mut().add_pod_to("node-1").unwrap();
+    let b = t.lab_mut().add_pod_to("node-2").unwrap();
+    let lab = t.lab();
+    let mut all: Vec<String> = lab
+        .pods()
+        .values()
+        .flat_map(|p| p.addresses.clone())
+        .collect();
+    assert_eq!(all.len(), 4, "{:?}", lab.pods());
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 4, "no address given twice: {:?}", lab.pods());
+    lab.wait_converged(Duration::from_secs(30)).unwrap();
+    for (n, before) in lab.nodes().iter().zip(&routes_before) {
+        let now = lab.tabby_routes(&n.netns).unwrap();
+        for dst in before.keys() {
+            assert!(
+                now.contains_key(dst),
+                "{} lost its route to {dst}: {now:?}",
+                n.name
+            );
+        }
+    }
+    let to = lab.pod_ipv4(&b.netns).unwrap();
+    let r = lab.ping(&a.netns, &to, 3, 100).unwrap();
+    assert_eq!(r.lost(), 0, "new pods across nodes after the faults: {r:?}");
+}
+
 fn in_cidr(addr: &str, cidr: &str) -> bool {
     let (Ok(a), Some((net, len))) = (addr.parse::<std::net::Ipv4Addr>(), cidr.split_once('/'))
     else {
