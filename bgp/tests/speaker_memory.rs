@@ -404,6 +404,38 @@ async fn graceful_restart_helper_keeps_stale_routes_and_sweeps_on_end_of_rib() {
     );
 }
 
+/// RFC 4724 §4.2: a helper does not hold a restarting peer off with its idle hold (5 s here):
+/// the peer's new connection is taken as soon as it comes. Without the quick restart, B's
+/// first attempts are refused while A sits in Idle, and the session is back only after A's
+/// idle hold plus B's ConnectRetry (≈ 6 s).
+#[tokio::test(start_paused = true)]
+async fn graceful_restart_helper_takes_the_restarting_peer_back_at_once() {
+    let net = MemoryNetwork::new();
+    let a = gr_speaker(&net, A, 65000, false);
+    let b = gr_speaker(&net, B, 65000, false);
+    a.add_peer(peer(B, 65000)).await.unwrap();
+    b.add_peer(peer(A, 65000)).await.unwrap();
+    let mut sub = Fib::new(&a).await;
+    b.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
+    sub.expect(p("10.1.0.0/24"), &[B]).await;
+    b.shutdown_for_restart().await.unwrap();
+    eventually(Duration::from_secs(30), "A notices", || async {
+        (status(&a, B).await.state != State::Established).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b2 = gr_speaker(&net, B, 65000, true);
+    b2.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
+    let back = tokio::time::Instant::now();
+    b2.add_peer(peer(A, 65000)).await.unwrap();
+    eventually(Duration::from_secs(30), "A re-establishes", || async {
+        (status(&a, B).await.state == State::Established).then_some(())
+    })
+    .await;
+    let took = back.elapsed();
+    assert!(took < Duration::from_millis(1500), "back after {took:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn graceful_restart_helper_sweeps_on_the_restart_timer() {
     let net = MemoryNetwork::new();

@@ -63,6 +63,9 @@ struct Inbound {
     kind: Option<SessionEventKind>,
 }
 
+/// How often a peer's graceful restart may skip the idle hold (see `Loop::down`).
+const QUICK_RESTART_INTERVAL: Duration = Duration::from_secs(60);
+
 /// One configured peer.
 struct Peer {
     cfg: PeerConfig,
@@ -104,6 +107,8 @@ struct Peer {
     deferred: bool,
     /// Families the peer sent End-of-RIB for since its session came up.
     eor_received: BTreeSet<Family>,
+    /// When a graceful restart of the peer last skipped the idle hold (see `down`).
+    quick_restart_at: Option<Instant>,
 }
 
 impl Peer {
@@ -454,6 +459,7 @@ impl Loop {
             stale_deadline: None,
             stale_deadline_wall: None,
             stale_families: BTreeSet::new(),
+            quick_restart_at: None,
             max_prefix_tripped: false,
             max_prefix_restart: None,
             max_prefix_restart_wall: None,
@@ -1149,6 +1155,18 @@ impl Loop {
                         p.stale_families = kept;
                         p.stale_deadline = Some(Instant::now() + wait);
                         p.stale_deadline_wall = Some(SystemTime::now() + wait);
+                        // RFC 4724 §4.2: the peer is restarting and comes back within its
+                        // restart time. The idle hold (flap damping) would refuse its new
+                        // connection for seconds while its routes sit stale, so the session
+                        // starts again at once — at most once per QUICK_RESTART_INTERVAL, so a
+                        // peer that keeps failing is still damped.
+                        let now = Instant::now();
+                        if p.quick_restart_at
+                            .is_none_or(|t| now.duration_since(t) >= QUICK_RESTART_INTERVAL)
+                        {
+                            p.quick_restart_at = Some(now);
+                            p.send(Command::Start);
+                        }
                     }
                 }
             }
