@@ -826,6 +826,9 @@ fn admit(
         schema::apply_defaults(schema, obj);
         causes.extend(schema::validate(schema, &vi.rules, obj, old));
     }
+    if rt.gr.resource == "secrets" {
+        fold_string_data(obj)?;
+    }
     if rt.gr.resource == "secrets"
         && let Some(data) = obj.get("data").and_then(Value::as_object)
     {
@@ -845,6 +848,43 @@ fn admit(
     } else {
         Err(ApiError::invalid(&rt.kind, &rt.gr.group, &name, causes))
     }
+}
+
+/// Like the API server: a Secret's `stringData` is a write-only convenience, merged into
+/// `data` (base64; its keys win) and never stored or returned.
+fn fold_string_data(obj: &mut Value) -> Result<(), ApiError> {
+    let Some(m) = obj.as_object_mut() else {
+        return Ok(());
+    };
+    let Some(string_data) = m.remove("stringData") else {
+        return Ok(());
+    };
+    let Value::Object(string_data) = string_data else {
+        return Err(ApiError::bad_request(
+            "Secret in version \"v1\" cannot be handled as a Secret: stringData must be an object",
+        ));
+    };
+    let data = m.entry("data").or_insert_with(|| json!({}));
+    if data.is_null() {
+        *data = json!({});
+    }
+    let Some(data) = data.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            "Secret in version \"v1\" cannot be handled as a Secret: data must be an object",
+        ));
+    };
+    for (k, v) in string_data {
+        let Some(text) = v.as_str() else {
+            return Err(ApiError::bad_request(format!(
+                "Secret in version \"v1\" cannot be handled as a Secret: stringData.{k} must be a string"
+            )));
+        };
+        data.insert(
+            k,
+            Value::String(base64::engine::general_purpose::STANDARD.encode(text)),
+        );
+    }
+    Ok(())
 }
 
 fn check_kind(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {

@@ -545,3 +545,60 @@ async fn discovery_documents() {
     assert!(discovery.has_group("coordination.k8s.io"));
     sim.shutdown().await;
 }
+
+/// A Secret's `stringData` is merged into `data` (base64, its keys winning) on create and on
+/// patch, and never stored; a non-string value is refused — as the real API server does.
+#[tokio::test]
+async fn secret_string_data_folds_into_data() {
+    let sim = common::start().await;
+    let client = sim.client().await.unwrap();
+    let path = "/api/v1/namespaces/default/secrets";
+    let (code, body) = raw(
+        &client,
+        "POST",
+        path,
+        "application/json",
+        Some(
+            &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pw"},
+            "data": {"a": "eA==", "b": "eA=="}, "stringData": {"b": "sekret"}}),
+        ),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let (_, got) = raw(&client, "GET", &format!("{path}/pw"), "", None).await;
+    assert_eq!(got["data"], json!({"a": "eA==", "b": "c2VrcmV0"}), "{got}");
+    assert!(got.get("stringData").is_none(), "{got}");
+
+    let (code, body) = raw(
+        &client,
+        "PATCH",
+        &format!("{path}/pw"),
+        "application/merge-patch+json",
+        Some(&json!({"stringData": {"a": "new"}})),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["data"],
+        json!({"a": "bmV3", "b": "c2VrcmV0"}),
+        "{body}"
+    );
+    assert!(body.get("stringData").is_none(), "{body}");
+
+    let (code, body) = raw(
+        &client,
+        "POST",
+        path,
+        "application/json",
+        Some(
+            &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bad"},
+            "stringData": {"k": 5}}),
+        ),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("stringData.k"),
+        "{body}"
+    );
+}
