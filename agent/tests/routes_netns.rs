@@ -506,6 +506,49 @@ fn pod_host_route_over_a_veth_inside_the_blackholed_block() {
     .unwrap();
 }
 
+/// The CNI datapath writes a pod's host route itself (proto 84, metric 50) and then tells the
+/// reconciler. If the reconciler has not seen the notification yet, its add meets EEXIST; the
+/// re-read finds the route it wanted, so nothing is left reported as failing.
+#[test]
+fn a_pod_route_written_before_we_were_told_is_not_a_failure() {
+    if skip_unless_root_and(&["ip"]) {
+        return;
+    }
+    let lab = lab();
+    let node = &lab.node;
+    in_netns(node, || {
+        let mut r = Reconciler::new(Config::default()).unwrap();
+        r.reconcile().unwrap();
+        node.ip(&[
+            "route",
+            "add",
+            "10.10.0.7/32",
+            "dev",
+            "eth2",
+            "scope",
+            "link",
+            "proto",
+            "84",
+            "metric",
+            "50",
+        ])
+        .unwrap();
+        let links: serde_json::Value =
+            serde_json::from_str(&node.ip(&["-j", "link", "show", "eth2"]).unwrap()).unwrap();
+        let ifindex = links[0]["ifindex"].as_u64().unwrap() as u32;
+        r.set_pod_route(net("10.10.0.7/32"), ifindex);
+        let _ = r.reconcile().unwrap();
+        let st = r.status();
+        assert!(st.failures.is_empty(), "{:?}", st.failures);
+        assert_eq!(ours(node).len(), 1, "{:#?}", ours(node));
+        // Later passes have nothing to do.
+        let rep = r.reconcile().unwrap();
+        assert_eq!((rep.added, rep.replaced, rep.deleted), (0, 0, 0), "{rep:?}");
+        assert!(r.status().failures.is_empty());
+    })
+    .unwrap();
+}
+
 /// Adoption at scale: dumps span many datagrams, and a restarted reconciler given the same
 /// desired state writes nothing.
 #[test]

@@ -281,6 +281,12 @@ impl Reconciler {
             self.metrics.resyncs.fetch_add(1, Ordering::Relaxed);
             self.full = true;
         }
+        // A refused key whose goal the kernel meets after all is no longer failing: e.g. an
+        // add that met EEXIST because our own route was already there (the CNI datapath
+        // writes a pod's host route before it tells us), found by the re-read above.
+        let (desired, actual) = (&self.desired, &self.actual);
+        self.failures
+            .retain(|k, _| desired.target(&k.prefix).as_ref() != actual.own.get(k));
         if !report.failed.is_empty() {
             tracing::warn!(
                 failed = report.failed.len(),
@@ -495,6 +501,14 @@ impl Reconciler {
                         self.dirty.extend(again);
                     }
                 }
+            }
+            // Fold in notifications already queued before diffing: a route of ours someone
+            // just wrote (the CNI datapath writes a pod's host route, then sends the command)
+            // is then known instead of re-added into EEXIST and a full re-read.
+            match monitor.drain() {
+                Ok(events) => self.handle_events(events),
+                Err(NetlinkError::Overrun { .. }) => need_resync = true,
+                Err(e) => return Err(e),
             }
             let result = if std::mem::take(&mut need_resync) {
                 self.resync().map(Some)
