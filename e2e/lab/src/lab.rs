@@ -369,6 +369,70 @@ pub fn http_get_in(netns: &str, addr: SocketAddr, path: &str) -> Option<(u16, St
     .flatten()
 }
 
+/// Most bytes [`tcp_echo`] reads on either side.
+const TCP_ECHO_LIMIT: u64 = 16 << 20;
+
+/// A bounded TCP exchange between two namespaces: a server bound to `to` inside `to_ns`
+/// accepts one connection, reads until the client's FIN and sends every byte back; the
+/// client, inside `from_ns`, sends `payload`, half-closes, and reads the echo. Returns
+/// (bytes the server received, bytes the client got back). Every step times out in seconds.
+pub fn tcp_echo(
+    from_ns: &str,
+    to_ns: &str,
+    to: SocketAddr,
+    payload: Vec<u8>,
+) -> Result<(usize, Vec<u8>)> {
+    let step = Duration::from_secs(10);
+    let listener = in_netns(to_ns, move || std::net::TcpListener::bind(to))?
+        .map_err(io(format!("listening on {to} in {to_ns}")))?;
+    let server = std::thread::spawn(move || -> std::io::Result<usize> {
+        // A non-blocking accept polled against a deadline: a client that never arrives
+        // cannot hang the test.
+        listener.set_nonblocking(true)?;
+        let deadline = Instant::now() + step;
+        let mut s = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no connection arrived",
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        s.set_nonblocking(false)?;
+        s.set_read_timeout(Some(step))?;
+        s.set_write_timeout(Some(step))?;
+        let mut buf = Vec::new();
+        (&mut s).take(TCP_ECHO_LIMIT).read_to_end(&mut buf)?;
+        s.write_all(&buf)?;
+        Ok(buf.len())
+    });
+    let client = in_netns(from_ns, move || -> std::io::Result<Vec<u8>> {
+        let mut s = std::net::TcpStream::connect_timeout(&to, step)?;
+        s.set_read_timeout(Some(step))?;
+        s.set_write_timeout(Some(step))?;
+        s.write_all(&payload)?;
+        s.shutdown(std::net::Shutdown::Write)?;
+        let mut back = Vec::new();
+        s.take(TCP_ECHO_LIMIT).read_to_end(&mut back)?;
+        Ok(back)
+    });
+    let served = server
+        .join()
+        .map_err(|_| LabError::Other(format!("the TCP server on {to} panicked")));
+    // The client's error first: it says why (refused, unreachable) where the server only
+    // saw nobody arrive.
+    let back = client?.map_err(io(format!("TCP client in {from_ns} to {to}")))?;
+    let served = served?.map_err(io(format!("TCP server on {to} in {to_ns}")))?;
+    Ok((served, back))
+}
+
 /// Parses ping's summary line (`3 packets transmitted, 3 received, ...`).
 pub fn parse_ping(out: &str) -> Option<PingResult> {
     let line = out.lines().find(|l| l.contains("packets transmitted"))?;
@@ -1380,6 +1444,19 @@ impl Lab {
                 .replace(plan::TOR_SECRET.0, &PostParams::default(), &s)
                 .await
                 .map_err(kerr("updating the ToR Secret"))?;
+            Ok(())
+        })
+    }
+
+    /// Deletes the BGPPeer `name` (what an operator removing a peering does).
+    pub fn delete_bgp_peer(&self, name: &str) -> Result<()> {
+        let client = self.client.clone();
+        let name = name.to_string();
+        self.rt.block_on(async move {
+            let api: Api<tabby_api::v1alpha1::BGPPeer> = Api::all(client);
+            api.delete(&name, &kube::api::DeleteParams::default())
+                .await
+                .map_err(kerr(format!("deleting BGPPeer {name}")))?;
             Ok(())
         })
     }

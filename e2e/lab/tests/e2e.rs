@@ -79,6 +79,23 @@ fn mesh_and_tor_then_agent_restart_tor_restart_and_scale_out() {
         "{sessions:?}"
     );
 
+    // Every node says it is healthy: Ready=True, every session (2 mesh + the ToR)
+    // Established, no node-level lastError. Guards the route-conflict bug that left Ready=False.
+    eventually(
+        "every NodeNetworkStatus to be Ready with every session Established",
+        Duration::from_secs(30),
+        || {
+            lab.node_statuses()
+                .is_ok_and(|m| status_problems(&m, &nodes, 3).is_empty())
+        },
+        || {
+            format!(
+                "{:?}",
+                lab.node_statuses().map(|m| status_problems(&m, &nodes, 3))
+            )
+        },
+    );
+
     // Pods reach each other across nodes: the first pod of each node pings the first pod of
     // every other node.
     for a in &nodes {
@@ -253,7 +270,10 @@ fn mesh_and_tor_then_agent_restart_tor_restart_and_scale_out() {
 
 /// Scenario 8: TCP MD5 to the ToR. With the right password in the BGPPeer's Secret every
 /// session is Established; with a wrong one the ToR's session never comes up and the node's
-/// NodeNetworkStatus says why; fixing the Secret recovers it without a restart.
+/// NodeNetworkStatus says why; fixing the Secret recovers it without a restart. Issue 6: the
+/// Secret's changes reset only the ToR sessions (every mesh session keeps its `since`), and
+/// deleting the ToR's BGPPeer removes only what it carried — its sessions and the ToR's routes
+/// go, the nodes' mesh routes, blackholes and mesh sessions stay, pods still talk.
 #[test]
 fn md5_to_the_tor() {
     if skip() {
@@ -272,6 +292,41 @@ fn md5_to_the_tor() {
         "right password: {sessions:?}"
     );
 
+    // The mesh sessions' `since` before the Secret changes: a reset of the mesh would move it.
+    let tor_ip = plan::TOR_IPV4.to_string();
+    let mesh_since = || -> BTreeMap<(String, String), String> {
+        let statuses = lab.node_statuses().unwrap();
+        statuses
+            .iter()
+            .flat_map(|(node, s)| {
+                s.status
+                    .iter()
+                    .flat_map(|st| st.sessions.iter())
+                    .filter(|x| x.peer_ip != tor_ip)
+                    .map(|x| {
+                        let state = format!("{:?}", x.state);
+                        let since = x.since.as_ref().map(|t| t.0.to_string());
+                        (
+                            (node.clone(), x.peer_ip.clone()),
+                            format!("{state} since {since:?}"),
+                        )
+                    })
+            })
+            .collect()
+    };
+    let mesh_before = mesh_since();
+    assert_eq!(
+        mesh_before.len(),
+        2,
+        "one mesh session per node: {mesh_before:?}"
+    );
+    assert!(
+        mesh_before
+            .values()
+            .all(|v| v.starts_with("Established since Some")),
+        "{mesh_before:?}"
+    );
+
     // The Secret changes to a wrong password: the agents reset the ToR session (only it).
     let set_password = |pw: &str| lab.set_tor_secret(pw).expect("update the Secret");
     set_password("lab-wrong-pw");
@@ -285,7 +340,6 @@ fn md5_to_the_tor() {
         || format!("{:?}", lab.tor_sessions()),
     );
     // The mesh session between the two nodes is untouched by the ToR password.
-    let tor_ip = plan::TOR_IPV4.to_string();
     eventually(
         "node-1's NodeNetworkStatus to say why the ToR session is down",
         Duration::from_secs(60),
@@ -321,11 +375,76 @@ fn md5_to_the_tor() {
         },
         || format!("{:?}", lab.tor_sessions()),
     );
+    // Issue 6: the password change reset only the ToR sessions; the mesh never moved.
+    assert_eq!(
+        mesh_since(),
+        mesh_before,
+        "the mesh sessions were reset by a change to the ToR's Secret"
+    );
+
+    // Issue 6: the ToR's BGPPeer deleted. Its sessions go and the ToR forgets the blocks it
+    // learned; the nodes keep exactly their kernel routes (mesh routes and own blackholes: the
+    // ToR only ever sent back their own cluster AS's routes, which they reject) and their
+    // mesh sessions.
+    let nodes = lab.nodes();
+    let blocks = lab.blocks().unwrap();
+    let routes_before: Vec<_> = nodes
+        .iter()
+        .map(|n| lab.tabby_routes(&n.netns).unwrap())
+        .collect();
+    lab.delete_bgp_peer(plan::TOR_PEER_NAME).unwrap();
+    eventually(
+        "the nodes to drop the ToR session from their status",
+        Duration::from_secs(30),
+        || {
+            lab.node_statuses().is_ok_and(|m| {
+                m.values().all(|s| {
+                    s.status
+                        .as_ref()
+                        .is_some_and(|st| st.sessions.iter().all(|x| x.peer_ip != tor_ip))
+                })
+            })
+        },
+        || format!("{:#?}", lab.node_statuses()),
+    );
+    eventually(
+        "the ToR's sessions to close and its routes to the blocks to go",
+        Duration::from_secs(30),
+        || {
+            lab.tor_sessions()
+                .is_ok_and(|s| s.values().all(|st| st != "Established"))
+                && lab
+                    .tor_routes()
+                    .is_ok_and(|r| blocks.values().flatten().all(|c| !r.contains_key(c)))
+        },
+        || format!("{:?}\n{:?}", lab.tor_sessions(), lab.tor_routes()),
+    );
+    for (n, before) in nodes.iter().zip(&routes_before) {
+        assert_eq!(
+            &lab.tabby_routes(&n.netns).unwrap(),
+            before,
+            "{}'s routes changed when the ToR peer went",
+            n.name
+        );
+    }
+    assert_eq!(
+        mesh_since(),
+        mesh_before,
+        "the mesh sessions were reset by deleting the ToR's BGPPeer"
+    );
+    let to = lab.pod_ipv4(&nodes[1].pods[0].netns).unwrap();
+    let r = lab.ping(&nodes[0].pods[0].netns, &to, 3, 100).unwrap();
+    assert_eq!(
+        r.lost(),
+        0,
+        "node-1 -> node-2 over the mesh without the ToR: {r:?}"
+    );
 }
 
 /// Scenario 7, with the mesh off: dual-stack pods reach each other across nodes in both
 /// families, and with `nodeToNodeMeshEnabled: false` the nodes learn each other's blocks from
 /// the ToR only — every remote block is a Tabby route via the ToR (10.77.0.1 / fd77::1).
+/// Issue 7: a TCP exchange (1 MiB each way) between pods on different nodes, in both families.
 #[test]
 fn dual_stack_without_the_mesh() {
     if skip() {
@@ -391,6 +510,30 @@ fn dual_stack_without_the_mesh() {
                 );
             }
         }
+    }
+
+    // TCP across nodes in both families (issue 7): 1 MiB from node-1's pod to node-2's pod
+    // and back, over IPv4 and over IPv6; every byte arrives, in order.
+    let payload: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let (from, to) = (&nodes[0].pods[1].netns, &nodes[1].pods[0].netns);
+    for (family, addr) in [
+        ("IPv4", lab.pod_ipv4(to).unwrap()),
+        ("IPv6", lab.pod_ipv6(to).unwrap()),
+    ] {
+        let ip: std::net::IpAddr = addr.parse().unwrap();
+        let start = Instant::now();
+        let (served, back) = tabby_lab::lab::tcp_echo(from, to, (ip, 5201).into(), payload.clone())
+            .unwrap_or_else(|e| panic!("TCP over {family} to {addr}: {e}"));
+        assert_eq!(served, payload.len(), "{family}: the server got every byte");
+        assert!(
+            back == payload,
+            "{family}: the echo is the payload, in order"
+        );
+        eprintln!(
+            "TCP over {family}: 2 x {} bytes across nodes in {:.0} ms",
+            payload.len(),
+            start.elapsed().as_secs_f64() * 1000.0
+        );
     }
 }
 
@@ -580,6 +723,46 @@ fn api_server_faults() {
     let to = lab.pod_ipv4(&b.netns).unwrap();
     let r = lab.ping(&a.netns, &to, 3, 100).unwrap();
     assert_eq!(r.lost(), 0, "new pods across nodes after the faults: {r:?}");
+}
+
+/// What keeps each node's NodeNetworkStatus from healthy: missing, Ready not True, fewer
+/// than `sessions` sessions, a session not Established, or a lastError. Empty when all fine.
+fn status_problems(
+    statuses: &BTreeMap<String, tabby_api::v1alpha1::NodeNetworkStatus>,
+    nodes: &[plan::NodePlan],
+    sessions: usize,
+) -> Vec<String> {
+    use tabby_api::v1alpha1::nodenetworkstatus::{CONDITION_READY, SessionState};
+    let mut out = Vec::new();
+    for n in nodes {
+        let Some(st) = statuses.get(&n.name).and_then(|s| s.status.as_ref()) else {
+            out.push(format!("{}: no status", n.name));
+            continue;
+        };
+        let ready = st.conditions.iter().find(|c| c.type_ == CONDITION_READY);
+        if ready.is_none_or(|c| c.status != "True") {
+            out.push(format!("{}: Ready is {ready:?}", n.name));
+        }
+        if st.sessions.len() != sessions {
+            out.push(format!(
+                "{}: {} sessions, want {sessions}",
+                n.name,
+                st.sessions.len()
+            ));
+        }
+        for x in &st.sessions {
+            // A session's own lastError is history (the last connect or NOTIFICATION error,
+            // e.g. "connection refused" while the peer's agent was starting), kept like
+            // FRR's "last reset"; the node-level lastError is what must be clear.
+            if x.state != SessionState::Established {
+                out.push(format!("{}: session {x:?}", n.name));
+            }
+        }
+        if let Some(e) = &st.last_error {
+            out.push(format!("{}: lastError {e}", n.name));
+        }
+    }
+    out
 }
 
 fn in_cidr(addr: &str, cidr: &str) -> bool {
