@@ -5,8 +5,9 @@
 //! container's volumeMounts onto a temp dir standing for the host (the root filesystem is
 //! read-only in the chart, so a path no mount covers is a chart bug the test reports). Only the
 //! in-cluster config is replaced by a kubeconfig, and the host paths are relocated under the
-//! temp dir. It must pass its rendered readiness and liveness probes, program its block,
-//! publish its NodeNetworkStatus, and make no API request outside `daemon::API_CALLS` (which
+//! temp dir. It must pass its rendered readiness and liveness probes, program its block and
+//! the default pool's natOutgoing, write its autodetected address on its Node, publish its
+//! NodeNetworkStatus, and make no API request outside `daemon::API_CALLS` (which
 //! the chart's RBAC is audited against). The init container's rendered script is checked
 //! with `sh -n` and run against temp dirs standing for its mounts.
 //!
@@ -438,6 +439,17 @@ fn the_rendered_daemonset_starts_the_agent_against_kube_sim() {
             .is_some(),
             "the blackhole for its block: {:?}",
             tabby_routes(ns)
+        );
+        // The chart's default pool has natOutgoing: the agent's nftables table masquerades
+        // traffic leaving the pool.
+        assert!(
+            wait_for(Duration::from_secs(10), || ns
+                .exec(&["nft", "list", "table", "inet", tabby_agent::nat::TABLE])
+                .is_ok_and(|t| t.contains("10.244.0.0/16")))
+            .await
+            .is_some(),
+            "natOutgoing table for the chart's default pool: {:?}",
+            ns.exec(&["nft", "list", "ruleset"])
         );
         let socket = run_args
             .iter()
