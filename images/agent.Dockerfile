@@ -21,6 +21,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -D -m 0755 target/release/tabby-cni /out/tabby-cni
 
 FROM debian:bookworm-slim
+# nft: the agent programs natOutgoing through it (without it natOutgoing is disabled with
+# only a warning, and pods cannot reach beyond the cluster).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nftables \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/tabby-agent /usr/local/bin/tabby-agent
 COPY --from=build /out/tabby-cni /usr/local/bin/tabby-cni
 USER 0:0
