@@ -7,8 +7,8 @@
 //! in-cluster config is replaced by a kubeconfig, and the host paths are relocated under the
 //! temp dir. It must pass its rendered readiness and liveness probes, program its block and
 //! the default pool's natOutgoing, write its autodetected address on its Node, publish its
-//! NodeNetworkStatus, and make no API request outside `daemon::API_CALLS` (which
-//! the chart's RBAC is audited against). The init container's rendered script is checked
+//! NodeNetworkStatus, and make no API request outside `daemon::API_CALLS` nor outside what
+//! the rendered (Cluster)Roles bound to its ServiceAccount allow. The init container's rendered script is checked
 //! with `sh -n` and run against temp dirs standing for its mounts.
 //!
 //! Needs root, `ip`, `nft` and the pinned helm (`scripts/fetch-tools.sh`); skips otherwise.
@@ -184,6 +184,48 @@ fn http_get(ns: &Netns, ip: &str, port: u16, path: &str) -> Option<u16> {
     })
     .ok()
     .flatten()
+}
+
+/// Whether the rendered (Cluster)Roles bound to the pod's ServiceAccount allow a request
+/// kube-sim recorded as `verb resource[.group][/subresource]`.
+fn rbac_allows(docs: &[Value], pod: &Value, request: &str) -> bool {
+    let sa = &pod["serviceAccountName"];
+    let Some((verb, rest)) = request.split_once(' ') else {
+        return false;
+    };
+    let (res_group, sub) = rest
+        .split_once('/')
+        .map_or((rest, None), |(r, s)| (r, Some(s)));
+    let (resource, group) = res_group.split_once('.').unwrap_or((res_group, ""));
+    let resource = match sub {
+        Some(s) => format!("{resource}/{s}"),
+        None => resource.to_string(),
+    };
+    let has = |v: &Value, want: &str| {
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|x| x == want || x == "*"))
+    };
+    docs.iter()
+        .filter(|b| {
+            matches!(
+                b["kind"].as_str(),
+                Some("ClusterRoleBinding" | "RoleBinding")
+            ) && b["subjects"].as_array().is_some_and(|s| {
+                s.iter()
+                    .any(|s| s["kind"] == "ServiceAccount" && s["name"] == *sa)
+            })
+        })
+        .filter_map(|b| {
+            docs.iter().find(|r| {
+                r["kind"] == b["roleRef"]["kind"] && r["metadata"]["name"] == b["roleRef"]["name"]
+            })
+        })
+        .flat_map(|r| r["rules"].as_array().cloned().unwrap_or_default())
+        .any(|rule| {
+            has(&rule["apiGroups"], group)
+                && has(&rule["resources"], &resource)
+                && has(&rule["verbs"], verb)
+        })
 }
 
 fn probe(c: &Value, which: &str) -> (u16, String) {
@@ -506,6 +548,24 @@ fn the_rendered_daemonset_starts_the_agent_against_kube_sim() {
                 && seen.keys().any(|k| k.contains("nodenetworkstatuses")),
             "kube-sim recorded the agent's requests: {seen:?}"
         );
+        let refused: Vec<&String> = seen
+            .keys()
+            .filter(|k| !rbac_allows(&docs, pod, k))
+            .collect();
+        assert!(
+            refused.is_empty(),
+            "requests the chart's RBAC for {} refuses: {refused:?}",
+            pod["serviceAccountName"]
+        );
+        // The checker itself: a grant it must see, and requests the agent must not have.
+        assert!(rbac_allows(
+            &docs,
+            pod,
+            "update ipamblocks.tabby.dev/status"
+        ));
+        assert!(rbac_allows(&docs, pod, "list secrets"));
+        assert!(!rbac_allows(&docs, pod, "delete nodes"));
+        assert!(!rbac_allows(&docs, pod, "update ipamblocks.tabby.dev"));
         let undeclared: Vec<&String> = seen.keys().filter(|k| !declared.contains(*k)).collect();
         assert!(
             undeclared.is_empty(),
