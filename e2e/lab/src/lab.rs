@@ -1461,6 +1461,31 @@ impl Lab {
         })
     }
 
+    /// Deletes the IPPool `name`; the controller's finalizer holds it until it is drained.
+    pub fn delete_ip_pool(&self, name: &str) -> Result<()> {
+        let client = self.client.clone();
+        let name = name.to_string();
+        self.rt.block_on(async move {
+            let api: Api<tabby_api::v1alpha1::IPPool> = Api::all(client);
+            api.delete(&name, &kube::api::DeleteParams::default())
+                .await
+                .map_err(kerr(format!("deleting IPPool {name}")))?;
+            Ok(())
+        })
+    }
+
+    /// The IPPool `name`, or `None` once it is gone.
+    pub fn ip_pool(&self, name: &str) -> Result<Option<tabby_api::v1alpha1::IPPool>> {
+        let client = self.client.clone();
+        let name = name.to_string();
+        self.rt.block_on(async move {
+            let api: Api<tabby_api::v1alpha1::IPPool> = Api::all(client);
+            api.get_opt(&name)
+                .await
+                .map_err(kerr(format!("reading IPPool {name}")))
+        })
+    }
+
     /// Adds one more node (scale out): namespace, veth, Node object, agent, its pods.
     pub fn add_node(&mut self) -> Result<NodePlan> {
         self.opts.nodes += 1;

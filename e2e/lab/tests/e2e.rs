@@ -622,6 +622,72 @@ fn pool_exhausted_then_recovers() {
     assert_eq!(r.lost(), 0, "{r:?}");
 }
 
+/// Scenario 9, deletion half: the pool is deleted while pods hold addresses from it. The
+/// controller's finalizer keeps the IPPool (terminating) and its blocks as long as an address
+/// is allocated; once the pods are gone (CNI DEL) and the cooldown has passed, the blocks are
+/// deleted, the node withdraws its blackhole for them, and the IPPool disappears.
+#[test]
+fn pool_deleted_after_its_pods() {
+    if skip() {
+        return;
+    }
+    let t = TestLab::up(Options {
+        nodes: 1,
+        cooldown_s: 2,
+        ..Options::default()
+    });
+    let lab = t.lab();
+    let n = lab.nodes().remove(0);
+    let pool = "default-ipv4";
+    let blocks = lab.blocks().unwrap()["node-1"].clone();
+    assert!(!blocks.is_empty());
+    lab.delete_ip_pool(pool).unwrap();
+    // Held by the finalizer while the pods live: terminating, blocks still there.
+    std::thread::sleep(Duration::from_secs(3));
+    let p = lab
+        .ip_pool(pool)
+        .unwrap()
+        .expect("the pool is held by the finalizer");
+    assert!(p.metadata.deletion_timestamp.is_some(), "{p:?}");
+    assert_eq!(lab.blocks().unwrap().get("node-1"), Some(&blocks));
+    let to = lab.pod_ipv4(&n.pods[1].netns).unwrap();
+    let r = lab.ping(&n.pods[0].netns, &to, 3, 100).unwrap();
+    assert_eq!(
+        r.lost(),
+        0,
+        "the pods still work while the pool drains: {r:?}"
+    );
+
+    let start = Instant::now();
+    for p in &n.pods {
+        let (code, out) = lab.cni(&n, p, "DEL").unwrap();
+        assert_eq!(code, 0, "DEL {}: {out}", p.name);
+    }
+    eventually(
+        "the drained pool's blocks, blackholes and the IPPool to go",
+        Duration::from_secs(60),
+        || {
+            lab.blocks().is_ok_and(|b| !b.contains_key("node-1"))
+                && lab
+                    .tabby_routes(&n.netns)
+                    .is_ok_and(|r| blocks.iter().all(|c| !r.contains_key(c)))
+                && lab.ip_pool(pool).is_ok_and(|p| p.is_none())
+        },
+        || {
+            format!(
+                "{:?}\n{:?}\n{:?}",
+                lab.blocks(),
+                lab.tabby_routes(&n.netns),
+                lab.ip_pool(pool).map(|p| p.map(|p| p.metadata))
+            )
+        },
+    );
+    eprintln!(
+        "pool drained and deleted {:.1} s after the pods' DEL",
+        start.elapsed().as_secs_f64()
+    );
+}
+
 /// Scenario 3: a node removed (agent SIGKILLed, its namespaces gone, its Pods and Node
 /// deleted). The remaining nodes withdraw its blocks from their kernels, the controller
 /// releases its blocks once its pods' allocations are collected, and the remaining pods still
