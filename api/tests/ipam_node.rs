@@ -381,6 +381,15 @@ fn plan_table() {
         panic!("expected a block");
     };
     assert_eq!(p.pool, "b-pool");
+    // n1's only block is from a-pool, now disabled: it hands out nothing new, so it is no
+    // capacity and b-pool gives n1 a block.
+    let mut a_off = pools.clone();
+    a_off[1].disabled = true;
+    let mine_a = vec![blk("10.0.0.0/26", "a-pool", "n1", 0)];
+    let Plan::Create(p) = node::plan(&a_off, &mine_a, s(Family::V4), &labels, t(0), &cfg) else {
+        panic!("expected a block from the enabled pool");
+    };
+    assert_eq!(p.pool, "b-pool");
     // Disabled everywhere: no pool.
     for p in &mut pools {
         p.disabled = true;

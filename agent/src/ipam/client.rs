@@ -241,7 +241,9 @@ impl IpamClient {
         let mut draining = BTreeSet::new();
         for p in &pools.items {
             let name = p.metadata.name.clone().unwrap_or_default();
-            if p.metadata.deletion_timestamp.is_some() {
+            // A pool being deleted or disabled hands out nothing new; its pods keep their
+            // addresses.
+            if p.metadata.deletion_timestamp.is_some() || p.spec.disabled {
                 draining.insert(name.clone());
             }
             match Pool::from_ippool(p) {

@@ -155,7 +155,7 @@ fn family_of(addr: &IpAddr) -> Family {
 /// Decides which families the pod gets, from which pool and at which address:
 ///
 /// * every family the node holds a block of (not counting blocks of `draining` pools: a pool
-///   being deleted hands out nothing new);
+///   being deleted or disabled hands out nothing new);
 /// * plus the family of every pool named by `tabby.dev/ippools` (the controller gives the node
 ///   a block of that pool on demand while the pod is pending) and of every address named by
 ///   [`ADDRESS_ANNOTATION`].
@@ -192,10 +192,15 @@ pub fn plan(
     for family in [Family::V4, Family::V6] {
         let pool = requested_pool(&names, pools, family).map_err(annotation_err)?;
         if let Some(p) = pool {
-            if draining.contains(&p.name) {
+            if draining.contains(&p.name) || p.disabled || p.terminating {
+                let why = if p.terminating || !p.disabled {
+                    "is being deleted"
+                } else {
+                    "is disabled (spec.disabled)"
+                };
                 return Err(annotation_err(FieldError::new(
                     format!("metadata.annotations[{POOL_ANNOTATION}]"),
-                    format!("IPPool {} is being deleted", p.name),
+                    format!("IPPool {} {why}: it hands out no new addresses", p.name),
                 )));
             }
             families.insert(family);
@@ -256,6 +261,35 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         }
+    }
+
+    /// Scenario 9 of the e2e suite: a disabled pool hands out nothing new — named in the
+    /// annotation it is an error that says so; its blocks on the node do not count.
+    #[test]
+    fn a_disabled_pool_hands_out_nothing_new() {
+        let mut ps = pools();
+        for p in &mut ps {
+            if p.name == "gpu" {
+                p.disabled = true;
+            }
+        }
+        let err = plan(
+            &req(&[(POOL_ANNOTATION, "gpu")]),
+            "n1",
+            &[],
+            &ps,
+            &BTreeSet::new(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("IPPool gpu is disabled"), "{err}");
+        // The client puts disabled pools among the draining ones: their blocks do not count.
+        let blocks = [block("10.250.0.0/26", "gpu", "n1")];
+        let closed: BTreeSet<String> = ["gpu".to_string()].into();
+        assert!(
+            plan(&req(&[]), "n1", &blocks, &ps, &closed)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     fn pools() -> Vec<Pool> {

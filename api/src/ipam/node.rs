@@ -343,9 +343,10 @@ pub fn plan(
         pool: requested,
     } = scope;
     let overlaps = pool::overlaps(pools);
+    // Blocks of pools that hand out nothing new (being deleted, or disabled) are no capacity.
     let draining: BTreeSet<String> = pools
         .iter()
-        .filter(|p| p.terminating)
+        .filter(|p| p.terminating || p.disabled)
         .map(|p| p.name.clone())
         .collect();
     let eligible = pool::eligible(pools, &overlaps, labels, family, requested);

@@ -244,7 +244,7 @@ pub fn allocatable(
         Some(Unavailable::Disabled) => (
             false,
             REASON_DISABLED,
-            "spec.disabled is set: existing blocks keep working, no new blocks".to_string(),
+            "spec.disabled is set: existing pods keep their addresses; no new blocks and no new addresses".to_string(),
         ),
         None if usage.blocks_free == 0 => (
             false,

@@ -622,7 +622,9 @@ fn pool_exhausted_then_recovers() {
     assert_eq!(r.lost(), 0, "{r:?}");
 }
 
-/// Scenario 9, deletion half: the pool is deleted while pods hold addresses from it. The
+/// Scenario 9: the pool is disabled — a new pod gets its address from another pool (the
+/// disabled pool's block is no capacity, so the controller gives the node a block of the other
+/// one) while the old pods keep theirs — then deleted while pods hold addresses from it. The
 /// controller's finalizer keeps the IPPool (terminating) and its blocks as long as an address
 /// is allocated; once the pods are gone (CNI DEL) and the cooldown has passed, the blocks are
 /// deleted, the node withdraws its blackhole for them, and the IPPool disappears.
@@ -631,16 +633,79 @@ fn pool_deleted_after_its_pods() {
     if skip() {
         return;
     }
-    let t = TestLab::up(Options {
+    let mut t = TestLab::up(Options {
         nodes: 1,
         cooldown_s: 2,
         ..Options::default()
     });
-    let lab = t.lab();
-    let n = lab.nodes().remove(0);
     let pool = "default-ipv4";
-    let blocks = lab.blocks().unwrap()["node-1"].clone();
+    let blocks = t.lab().blocks().unwrap()["node-1"].clone();
     assert!(!blocks.is_empty());
+
+    // First half of scenario 9: disabled, the pool hands out nothing new. A second pool
+    // appears; a new pod gets its address there (the controller gives the node a block of it,
+    // since the disabled pool's block is no capacity), the old pods keep theirs.
+    {
+        let lab = t.lab();
+        let client = lab.client();
+        lab.block_on(async move {
+            use kube::api::{Api, Patch, PatchParams, PostParams};
+            use tabby_api::v1alpha1::{IPPool, IPPoolSpec};
+            let pools: Api<IPPool> = Api::all(client);
+            let spec = IPPoolSpec {
+                cidr: "10.250.0.0/16".into(),
+                block_size: Some(26),
+                node_selector: None,
+                disabled: false,
+                nat_outgoing: false,
+                disable_bgp_export: false,
+            };
+            pools
+                .create(&PostParams::default(), &IPPool::new("second", spec))
+                .await?;
+            pools
+                .patch(
+                    pool,
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"spec": {"disabled": true}})),
+                )
+                .await?;
+            Ok::<_, kube::Error>(())
+        })
+        .unwrap();
+    }
+    let newcomer = t.lab_mut().add_pod_to("node-1").unwrap();
+    let lab = t.lab();
+    let addr = lab.pod_ipv4(&newcomer.netns).unwrap();
+    assert!(
+        addr.starts_with("10.250."),
+        "a pod added after {pool} was disabled got {addr} (not from pool second)"
+    );
+    let n = lab.nodes().remove(0);
+    let old_pods: Vec<_> = n
+        .pods
+        .iter()
+        .filter(|p| p.netns != newcomer.netns)
+        .cloned()
+        .collect();
+    for p in &old_pods {
+        let a = lab.pod_ipv4(&p.netns).unwrap();
+        assert!(
+            !a.starts_with("10.250."),
+            "{} kept its address: {a}",
+            p.name
+        );
+    }
+    let r = lab
+        .ping(
+            &newcomer.netns,
+            &lab.pod_ipv4(&old_pods[0].netns).unwrap(),
+            3,
+            100,
+        )
+        .unwrap();
+    assert_eq!(r.lost(), 0, "the new pod reaches an old one: {r:?}");
+
     lab.delete_ip_pool(pool).unwrap();
     // Held by the finalizer while the pods live: terminating, blocks still there.
     std::thread::sleep(Duration::from_secs(3));
@@ -649,9 +714,13 @@ fn pool_deleted_after_its_pods() {
         .unwrap()
         .expect("the pool is held by the finalizer");
     assert!(p.metadata.deletion_timestamp.is_some(), "{p:?}");
-    assert_eq!(lab.blocks().unwrap().get("node-1"), Some(&blocks));
-    let to = lab.pod_ipv4(&n.pods[1].netns).unwrap();
-    let r = lab.ping(&n.pods[0].netns, &to, 3, 100).unwrap();
+    let now = lab.blocks().unwrap()["node-1"].clone();
+    assert!(
+        blocks.iter().all(|b| now.contains(b)),
+        "the draining pool's blocks stay while its pods live: {now:?}"
+    );
+    let to = lab.pod_ipv4(&old_pods[1].netns).unwrap();
+    let r = lab.ping(&old_pods[0].netns, &to, 3, 100).unwrap();
     assert_eq!(
         r.lost(),
         0,
@@ -659,7 +728,7 @@ fn pool_deleted_after_its_pods() {
     );
 
     let start = Instant::now();
-    for p in &n.pods {
+    for p in &old_pods {
         let (code, out) = lab.cni(&n, p, "DEL").unwrap();
         assert_eq!(code, 0, "DEL {}: {out}", p.name);
     }
@@ -667,10 +736,12 @@ fn pool_deleted_after_its_pods() {
         "the drained pool's blocks, blackholes and the IPPool to go",
         Duration::from_secs(60),
         || {
-            lab.blocks().is_ok_and(|b| !b.contains_key("node-1"))
-                && lab
-                    .tabby_routes(&n.netns)
-                    .is_ok_and(|r| blocks.iter().all(|c| !r.contains_key(c)))
+            lab.blocks().is_ok_and(|b| {
+                b.get("node-1")
+                    .is_none_or(|v| v.iter().all(|c| !blocks.contains(c)))
+            }) && lab
+                .tabby_routes(&n.netns)
+                .is_ok_and(|r| blocks.iter().all(|c| !r.contains_key(c)))
                 && lab.ip_pool(pool).is_ok_and(|p| p.is_none())
         },
         || {
