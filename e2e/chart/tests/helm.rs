@@ -392,6 +392,13 @@ fn images_provide_what_the_chart_runs() {
     }
     assert!(script.contains("/usr/local/bin/tabby-cni"));
     assert!(agent.contains(&format!("ENTRYPOINT [\"{cmd}\"]")));
+    // natOutgoing (on in the default pool) runs `nft` from the agent's image.
+    assert!(
+        agent
+            .iter()
+            .any(|l| l.contains("apt-get install") && l.contains(" nftables")),
+        "images/agent.Dockerfile's runtime stage does not install nftables (the agent runs nft): {agent:?}"
+    );
 
     let (from, ctl) = final_stage(&root.join("images/ipam-controller.Dockerfile"));
     assert!(
