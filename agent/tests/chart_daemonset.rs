@@ -335,8 +335,14 @@ fn the_rendered_init_container_installs_the_plugin_and_conflist() {
     assert_eq!(conflist["name"], "tabby");
     assert_eq!(conflist["plugins"][0]["type"], "tabby-cni");
     assert_eq!(conf.metadata().unwrap().permissions().mode() & 0o777, 0o644);
+    // Tabby's route protocol number registered with iproute2, as the agent defines it.
+    let rt = host.join("etc/iproute2/rt_protos.d/tabby.conf");
+    assert_eq!(
+        std::fs::read_to_string(&rt).unwrap(),
+        tabby_agent::routes::RT_PROTOS_CONF
+    );
     // Nothing left under a temporary name.
-    for d in ["opt/cni/bin", "etc/cni/net.d"] {
+    for d in ["opt/cni/bin", "etc/cni/net.d", "etc/iproute2/rt_protos.d"] {
         let names: Vec<String> = std::fs::read_dir(host.join(d))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

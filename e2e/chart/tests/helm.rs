@@ -133,12 +133,7 @@ fn defaults_render_the_documented_contract() {
         .iter()
         .filter_map(|m| m["mountPath"].as_str())
         .collect();
-    for m in [
-        "/var/run/tabby",
-        "/var/run/netns",
-        "/host/proc/sys/net",
-        "/etc/iproute2/rt_protos.d",
-    ] {
+    for m in ["/var/run/tabby", "/var/run/netns", "/host/proc/sys/net"] {
         assert!(mounts.contains(&m), "agent lacks mount {m}: {mounts:?}");
     }
     let init = &spec["initContainers"][0];
@@ -149,6 +144,27 @@ fn defaults_render_the_documented_contract() {
         serde_json::from_str(cm["data"]["10-tabby.conflist"].as_str().unwrap()).unwrap();
     assert_eq!(conflist["plugins"][0]["type"], "tabby-cni");
     assert_eq!(conflist["plugins"].as_array().unwrap().len(), 1);
+    // The route protocol name the init container registers is the agent's own constant, and
+    // it lands in the host's /etc/iproute2/rt_protos.d.
+    assert_eq!(
+        cm["data"]["rt_protos.conf"].as_str(),
+        Some(tabby_agent::routes::RT_PROTOS_CONF)
+    );
+    let script = init["command"][2].as_str().unwrap();
+    assert!(script.contains("/host/rt-protos/tabby.conf"), "{script}");
+    let rt = init["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/host/rt-protos")
+        .expect("init container mounts the rt_protos.d directory");
+    let vol = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == rt["name"])
+        .unwrap();
+    assert_eq!(vol["hostPath"]["path"], "/etc/iproute2/rt_protos.d");
 
     let dep = docs.iter().find(|d| kind(d) == "Deployment").unwrap();
     assert_eq!(dep["spec"]["replicas"], 2);
