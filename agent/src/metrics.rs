@@ -43,7 +43,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tabby_bgp::fsm::State;
-use tabby_bgp::session::MessageCounts;
 use tabby_bgp::speaker::{Metrics as SpeakerMetrics, Speaker};
 use tabby_cni::server::ServerStats;
 
@@ -263,7 +262,7 @@ impl AgentMetrics {
                 for (family, counts) in
                     [(&sent, &p.messages_sent), (&received, &p.messages_received)]
                 {
-                    for (message, n) in message_types(counts) {
+                    for (message, n) in counts.by_type() {
                         family
                             .get_or_create(&PeerMessageLabel {
                                 peer: peer.clone(),
@@ -456,16 +455,6 @@ fn kind_name(k: PeerKind) -> &'static str {
         PeerKind::Global => "global",
         PeerKind::Node => "node",
     }
-}
-
-fn message_types(c: &MessageCounts) -> [(&'static str, u64); 5] {
-    [
-        ("open", c.open),
-        ("update", c.update),
-        ("notification", c.notification),
-        ("keepalive", c.keepalive),
-        ("route_refresh", c.route_refresh),
-    ]
 }
 
 fn const_counter(n: u64) -> prometheus_client::metrics::counter::ConstCounter<u64> {

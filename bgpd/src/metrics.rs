@@ -31,7 +31,6 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tabby_bgp::session::MessageCounts;
 use tabby_bgp::speaker::Metrics;
 use tabby_bgp::wire::Notification;
 
@@ -133,16 +132,6 @@ impl EncodeMetric for ConstHistogram {
     }
 }
 
-fn message_types(c: &MessageCounts) -> [(&'static str, u64); 5] {
-    [
-        ("open", c.open),
-        ("update", c.update),
-        ("notification", c.notification),
-        ("keepalive", c.keepalive),
-        ("route_refresh", c.route_refresh),
-    ]
-}
-
 /// Encodes one scrape: the speaker's snapshot, the daemon's uptime and counters.
 pub fn encode(m: &Metrics, uptime: Duration, daemon: &DaemonCounters) -> String {
     let mut reg = Registry::default();
@@ -181,7 +170,7 @@ pub fn encode(m: &Metrics, uptime: Duration, daemon: &DaemonCounters) -> String 
             (&msg_sent, &p.messages_sent),
             (&msg_recv, &p.messages_received),
         ] {
-            for (t, n) in message_types(counts) {
+            for (t, n) in counts.by_type() {
                 family
                     .get_or_create(&PeerTypeLabel {
                         peer: peer.clone(),
@@ -328,6 +317,7 @@ mod tests {
     use std::net::IpAddr;
 
     use tabby_bgp::fsm::State;
+    use tabby_bgp::session::MessageCounts;
     use tabby_bgp::speaker::PeerMetrics;
 
     use super::*;

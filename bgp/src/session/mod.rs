@@ -133,6 +133,17 @@ impl MessageCounts {
     pub fn total(&self) -> u64 {
         self.open + self.update + self.notification + self.keepalive + self.route_refresh
     }
+
+    /// (message type as metrics label it, count), in RFC 4271 type-code order.
+    pub fn by_type(&self) -> [(&'static str, u64); 5] {
+        [
+            ("open", self.open),
+            ("update", self.update),
+            ("notification", self.notification),
+            ("keepalive", self.keepalive),
+            ("route_refresh", self.route_refresh),
+        ]
+    }
 }
 
 impl MessageCounters {
