@@ -1093,7 +1093,10 @@ impl Lab {
         if n.ipv6.is_some() {
             argv.extend(["--ipv6-autodetect".into(), "interface=eth0".into()]);
         }
-        self.spawn(&role, argv, &[("RUST_LOG", "info".into())])
+        // TABBY_LAB_AGENT_LOG overrides the agents' filter (e.g. `info,tabby_bgp=debug` to see
+        // every session transition while chasing a session that stays down).
+        let filter = std::env::var("TABBY_LAB_AGENT_LOG").unwrap_or_else(|_| "info".into());
+        self.spawn(&role, argv, &[("RUST_LOG", filter)])
     }
 
     /// Stops `node`'s agent with `signal` (SIGKILL: no goodbye, kernel routes stay).
