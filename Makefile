@@ -30,12 +30,14 @@ clippy:
 unit-tests:
 	$(CARGO) test --workspace --locked --no-fail-fast
 
-## lab: as root, the whole system live in network namespaces (kube-sim, IPAM controller, node
-## agents, an FRR top-of-rack, pods); prints what it built and leaves it running.
+## lab: as root, the whole system live in network namespaces (kube-sim, the chart's CRDs and
+## default objects rendered by the pinned helm, IPAM controller, node agents, an FRR
+## top-of-rack, pods); prints what it built and leaves it running.
 ## Options: make lab LAB_ARGS="--nodes 5 --ipv6 --no-mesh"
 LAB_BINS := -p tabby-lab -p tabby-kube-sim -p tabby-ipam-controller -p tabby-agent -p tabby-cni
 lab:
 	./scripts/install-deps.sh
+	./scripts/fetch-tools.sh
 	$(CARGO) build --release --locked $(LAB_BINS)
 	./target/release/tabby-lab up $(LAB_ARGS)
 

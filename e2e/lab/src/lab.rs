@@ -23,6 +23,7 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use tabby_api::v1alpha1::{IPAMBlock, NodeNetworkStatus};
 
+use crate::chart;
 use crate::plan::{self, NodePlan, Options, PodPlan};
 use crate::state::{self, PodRecord, ProcRecord, State};
 
@@ -114,6 +115,8 @@ pub enum LabError {
     },
     #[error(transparent)]
     Net(#[from] tabby_netlab::LabError),
+    #[error(transparent)]
+    Chart(#[from] chart::ChartError),
     #[error("Kubernetes API, {what}: {source}")]
     Kube {
         what: String,
@@ -482,6 +485,7 @@ impl Lab {
         opts.validate()?;
         check_system()?;
         let bins = Binaries::find()?;
+        let helm = chart::find_helm()?;
         if let Some(old) = State::load(dir)? {
             if old.complete && lab_alive(&old) {
                 return Ok(Up::AlreadyRunning(Box::new(Lab::attach_state(
@@ -517,10 +521,12 @@ impl Lab {
             ..State::default()
         };
         st.save(dir)?;
+        // Rendered before anything runs: a chart that does not render stops `up` here.
+        let objects = chart::default_objects(&helm, &opts, dir)?;
         let rt = runtime()?;
         let mut lab = start_api(dir, st, &bins, rt)?;
         lab.opts = opts;
-        let built = lab.build();
+        let built = lab.build(&objects);
         if let Err(e) = built {
             // Leave the record so `down` (or the next `up`) removes what was made.
             let _ = lab.save();
@@ -676,9 +682,10 @@ impl Lab {
         .map(drop)
     }
 
-    /// Everything after kube-sim: objects, controller, ToR, nodes, pods, convergence.
-    fn build(&mut self) -> Result<()> {
-        self.apply_objects()?;
+    /// Everything after kube-sim: the chart's CRDs and default `objects`, controller, ToR,
+    /// nodes, pods, convergence.
+    fn build(&mut self, objects: &[Value]) -> Result<()> {
+        self.apply_objects(objects)?;
         self.start_controller()?;
         self.start_tor()?;
         for n in self.nodes() {
@@ -710,9 +717,10 @@ impl Lab {
         Ok(())
     }
 
-    fn apply_objects(&mut self) -> Result<()> {
+    fn apply_objects(&mut self, objects: &[Value]) -> Result<()> {
         let client = self.client.clone();
         let opts = self.opts.clone();
+        let objects = objects.to_vec();
         self.rt.block_on(async move {
             let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
             for (file, text) in CRDS {
@@ -730,7 +738,7 @@ impl Lab {
                     .map_err(|e| LabError::Other(format!("ToR Secret: {e}")))?;
                 create_or_keep(&secrets, &s, "the ToR password Secret").await?;
             }
-            for obj in plan::custom_resources(&opts) {
+            for obj in objects {
                 let kind = obj["kind"].as_str().unwrap_or_default().to_string();
                 let api = dyn_api(&client, &kind);
                 let o: DynamicObject = serde_json::from_value(obj)
@@ -1679,7 +1687,7 @@ pub fn down(dir: &Path) -> Result<bool> {
             std::fs::remove_dir_all(&p).map_err(io(format!("removing {}", p.display())))?;
         }
     }
-    for f in ["kubeconfig", "kube-sim.token"] {
+    for f in ["kubeconfig", "kube-sim.token", chart::RUN_VALUES] {
         let _ = std::fs::remove_file(dir.join(f));
     }
     std::fs::remove_file(dir.join(state::STATE_FILE)).map_err(io(format!(

@@ -6,6 +6,8 @@
 //! (with their own prefix) and tear them down.
 //!
 //! - [`plan`]: the topology as data (names, addresses, FRR config, Kubernetes objects). Pure.
+//! - [`chart`]: the chart's default objects (IPPools, BGPConfiguration, BGPPeers), rendered by
+//!   the pinned helm with `charts/tabby/ci/lab-values.yaml` and this run's options.
 //! - [`state`]: the record of what `up` made, so `down` removes exactly that.
 //! - [`lab`]: building, querying and removing a lab ([`Lab`], [`down`]).
 //! - [`proxy`]: how agents inside node namespaces reach the API server in the root namespace.
@@ -15,6 +17,7 @@
 //! namespaces) or lives in its state directory (files, logs); its processes are recorded with
 //! their command lines. It never touches root-namespace links, addresses or routes.
 
+pub mod chart;
 pub mod lab;
 pub mod plan;
 pub mod proxy;

@@ -1,5 +1,9 @@
 //! The lab's topology as data: names, addresses, the ToR's FRR configuration, the CNI
-//! configuration and the Kubernetes objects — computed from [`Options`] alone.
+//! configuration and the Kubernetes objects a cluster would hold besides the chart's (Nodes,
+//! Pods, the ToR password Secret) — computed from [`Options`] alone. The chart's default
+//! objects come from the chart itself ([`crate::chart`]); the constants here that they must
+//! agree with (AS numbers, the ToR's address, ConnectRetry, the pool) are checked against the
+//! rendered objects there.
 //!
 //! Owns every naming and addressing decision, so `up`, `down`, the printed summary and the
 //! tests agree. Must not do any I/O.
@@ -327,60 +331,6 @@ pub fn pod_object(p: &PodPlan, node: &str) -> Value {
     })
 }
 
-/// The chart's default custom resources for these options, as the chart renders them from
-/// `values.yaml` (pool `default-ipv4`, BGPConfiguration `default`), plus the lab's ToR peer
-/// (what `bgp.peers` would render) and, with `--ipv6`, pool `default-ipv6`.
-pub fn custom_resources(opts: &Options) -> Vec<Value> {
-    let mut objs = vec![json!({
-        "apiVersion": "tabby.dev/v1alpha1",
-        "kind": "IPPool",
-        "metadata": {"name": "default-ipv4"},
-        "spec": {"cidr": opts.pool_v4, "blockSize": opts.block_size_v4, "natOutgoing": true},
-    })];
-    if opts.ipv6 {
-        objs.push(json!({
-            "apiVersion": "tabby.dev/v1alpha1",
-            "kind": "IPPool",
-            "metadata": {"name": "default-ipv6"},
-            "spec": {"cidr": POOL_V6, "blockSize": 122},
-        }));
-    }
-    objs.push(json!({
-        "apiVersion": "tabby.dev/v1alpha1",
-        "kind": "BGPConfiguration",
-        "metadata": {"name": "default"},
-        "spec": {
-            "asNumber": CLUSTER_AS,
-            "nodeToNodeMeshEnabled": opts.mesh,
-            "listenPort": 179,
-        },
-    }));
-    let peer = |name: &str, ip: String| {
-        // An empty nodeSelector: every node peers with the ToR (a global peer).
-        // A short ConnectRetry: the ToR's restart and a password fix recover in seconds.
-        let mut spec = json!({
-            "peerIP": ip,
-            "asNumber": TOR_AS,
-            "nodeSelector": {},
-            "timers": {"connectRetryTime": CONNECT_RETRY_S},
-        });
-        if opts.tor_password.is_some() {
-            spec["password"] = json!({"name": TOR_SECRET.0, "key": TOR_SECRET.1});
-        }
-        json!({
-            "apiVersion": "tabby.dev/v1alpha1",
-            "kind": "BGPPeer",
-            "metadata": {"name": name},
-            "spec": spec,
-        })
-    };
-    objs.push(peer(TOR_PEER_NAME, TOR_IPV4.to_string()));
-    if opts.ipv6 {
-        objs.push(peer(&format!("{TOR_PEER_NAME}-v6"), TOR_IPV6.to_string()));
-    }
-    objs
-}
-
 /// The Secret with the ToR password, when one is set. `data` (base64), not `stringData`: that
 /// conversion is the API server's, and not every server the lab may talk to does it.
 pub fn tor_secret(opts: &Options) -> Option<Value> {
@@ -459,21 +409,12 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_adds_fabric_addresses_pool_and_peer() {
+    fn ipv6_adds_fabric_addresses_and_tor_listen_range() {
         let o = Options {
             ipv6: true,
             ..opts()
         };
         assert_eq!(node(&o, 2).ipv6, Some("fd77::12".parse().unwrap()));
-        let crs = custom_resources(&o);
-        let names: Vec<&str> = crs
-            .iter()
-            .map(|c| c["metadata"]["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(
-            names,
-            ["default-ipv4", "default-ipv6", "default", "tor", "tor-v6"]
-        );
         assert!(tor_bgpd_conf(&o).contains("bgp listen range fd77::/64 peer-group NODES6"));
         let node = node_object(&node(&o, 1));
         assert_eq!(node["status"]["addresses"][1]["address"], "fd77::11");
@@ -497,27 +438,16 @@ mod tests {
     }
 
     #[test]
-    fn peer_and_secret_carry_the_password_reference_only_when_set() {
-        let crs = custom_resources(&opts());
-        let peer = crs.iter().find(|c| c["kind"] == "BGPPeer").unwrap();
-        assert_eq!(peer["spec"]["peerIP"], "10.77.0.1");
-        assert_eq!(peer["spec"]["asNumber"], 65000);
-        assert!(peer["spec"].get("password").is_none());
+    fn the_secret_exists_only_with_a_password() {
         assert!(tor_secret(&opts()).is_none());
         let o = Options {
             tor_password: Some("pw".into()),
-            mesh: false,
             ..opts()
         };
-        let crs = custom_resources(&o);
-        let peer = crs.iter().find(|c| c["kind"] == "BGPPeer").unwrap();
-        assert_eq!(peer["spec"]["password"]["name"], TOR_SECRET.0);
-        let cfg = crs
-            .iter()
-            .find(|c| c["kind"] == "BGPConfiguration")
-            .unwrap();
-        assert_eq!(cfg["spec"]["nodeToNodeMeshEnabled"], false);
-        assert_eq!(tor_secret(&o).unwrap()["data"]["password"], "cHc=");
+        let s = tor_secret(&o).unwrap();
+        assert_eq!(s["metadata"]["name"], TOR_SECRET.0);
+        assert_eq!(s["metadata"]["namespace"], SYSTEM_NAMESPACE);
+        assert_eq!(s["data"]["password"], "cHc=");
     }
 
     #[test]
