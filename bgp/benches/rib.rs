@@ -147,6 +147,8 @@ fn benches(c: &mut Criterion) {
                     ipv6: false,
                     local_v4: Some(Ipv4Addr::new(192, 0, 2, 100)),
                     local_v6: None,
+                    add_path_v4: false,
+                    add_path_v6: false,
                 };
                 let (_, dump) = groups.join(PeerId(99), key, None, &r).unwrap();
                 black_box(dump.len())

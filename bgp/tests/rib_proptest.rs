@@ -255,6 +255,8 @@ mod groups {
                 ipv6: false,
                 local_v4: Some(Ipv4Addr::new(192, 0, 2, 100)),
                 local_v6: None,
+                add_path_v4: false,
+                add_path_v6: false,
             };
             // A prefix-dependent export policy (no per-attribute-set caching): drops one
             // prefix, changes the MED of another.

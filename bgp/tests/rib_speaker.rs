@@ -417,6 +417,8 @@ fn key(t: PeerType, asn: u32, policy: Option<&str>) -> GroupKey {
         ipv6: true,
         local_v4: Some(Ipv4Addr::new(192, 0, 2, 100)),
         local_v6: None,
+        add_path_v4: false,
+        add_path_v6: false,
     }
 }
 

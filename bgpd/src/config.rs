@@ -221,10 +221,14 @@ fn default_connect_retry() -> u16 {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAddPath {
-    /// Families in which the peer may send several paths per prefix (RFC 7911). Sending
-    /// several paths is not offered: update groups advertise the best path only.
+    /// Families in which the peer may send several paths per prefix (RFC 7911).
     #[serde(default)]
     pub receive: Vec<AfiSafi>,
+    /// Families in which we send the peer every exportable path of a prefix, each with its
+    /// own path identifier, when it announces Receive for them (RFC 7911 §4); otherwise the
+    /// best path only, as without the key.
+    #[serde(default)]
+    pub send: Vec<AfiSafi>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -357,6 +361,7 @@ pub struct Peer {
     pub families: BTreeSet<AfiSafi>,
     pub extended_next_hop: bool,
     pub add_path_receive: BTreeSet<AfiSafi>,
+    pub add_path_send: BTreeSet<AfiSafi>,
     /// RFC 8654, resolved: the peer's key, else the top-level one.
     pub extended_message: bool,
     pub graceful_restart: bool,
@@ -715,12 +720,14 @@ fn check_peer(
             ));
         }
     }
-    for (j, fam) in p.add_path.receive.iter().enumerate() {
-        if !families.contains(fam) {
-            e.push(FieldError::new(
-                format!("{path}.add_path.receive[{j}]"),
-                format!("{fam} is not in the peer's families"),
-            ));
+    for (key, list) in [("receive", &p.add_path.receive), ("send", &p.add_path.send)] {
+        for (j, fam) in list.iter().enumerate() {
+            if !families.contains(fam) {
+                e.push(FieldError::new(
+                    format!("{path}.add_path.{key}[{j}]"),
+                    format!("{fam} is not in the peer's families"),
+                ));
+            }
         }
     }
     let graceful_restart = match p.graceful_restart {
@@ -786,6 +793,7 @@ fn check_peer(
         families,
         extended_next_hop: p.extended_next_hop,
         add_path_receive: p.add_path.receive.iter().copied().collect(),
+        add_path_send: p.add_path.send.iter().copied().collect(),
         extended_message: p.extended_message.unwrap_or_else(default_extended_message),
         graceful_restart,
         route_reflector_client: p.route_reflector_client,

@@ -55,6 +55,8 @@ pub fn peer_config(p: &Peer) -> PeerConfig {
     c.add_path = AddPathConfig {
         ipv4_receive: p.add_path_receive.contains(&AfiSafi::Ipv4Unicast),
         ipv6_receive: p.add_path_receive.contains(&AfiSafi::Ipv6Unicast),
+        ipv4_send: p.add_path_send.contains(&AfiSafi::Ipv4Unicast),
+        ipv6_send: p.add_path_send.contains(&AfiSafi::Ipv6Unicast),
     };
     c.graceful_restart = p.graceful_restart;
     c.route_reflector_client = p.route_reflector_client;
@@ -123,7 +125,7 @@ connect_retry = 5
 delay_open = 2
 families = ["ipv4-unicast", "ipv6-unicast"]
 extended_next_hop = true
-add_path = { receive = ["ipv6-unicast"] }
+add_path = { receive = ["ipv6-unicast"], send = ["ipv4-unicast"] }
 graceful_restart = false
 next_hop_mode = "self"
 import_policy = "p"
@@ -171,6 +173,7 @@ name = "p"
         assert_eq!(p.delay_open, Some(Duration::from_secs(2)));
         assert!(p.ipv4_unicast && p.ipv6_unicast && p.extended_next_hop);
         assert!(!p.add_path.ipv4_receive && p.add_path.ipv6_receive);
+        assert!(p.add_path.ipv4_send && !p.add_path.ipv6_send);
         assert!(!p.graceful_restart);
         assert_eq!(p.next_hop_mode, RibNextHopMode::SelfAddr);
         assert_eq!(p.import_policy.as_deref(), Some("p"));

@@ -207,6 +207,19 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "remote_asn = 65002\n",
+        "remote_asn = 65002\nadd_path = { receive = [\"ipv4-unicast\"], send = [\"ipv4-unicast\", \"ipv6-unicast\"] }\n",
+        "peers[0].add_path.send[1]",
+        "not in the peer's families",
+    ),
+    (
+        "remote_asn = 65002\n",
+        "remote_asn = 65002\nadd_path = { sent = [\"ipv4-unicast\"] }\n",
+        // deny_unknown_fields: a misspelt key is refused, not ignored.
+        "TOML parse error",
+        "unknown field `sent`, expected `receive` or `send`",
+    ),
+    (
+        "remote_asn = 65002\n",
         "remote_asn = 65002\nroute_reflector_client = true\n",
         "peers[0].route_reflector_client",
         "iBGP",

@@ -120,12 +120,21 @@ pub struct ReceiveOutcome {
 pub struct Changes {
     pub v4: Vec<BestChange<Ipv4Prefix>>,
     pub v6: Vec<BestChange<Ipv6Prefix>>,
+    /// Prefixes whose path *set* changed (a path added, replaced or removed), whether or not
+    /// the best path did; a prefix may appear more than once. Recorded only while
+    /// [`Rib::set_track_paths`] is on: RFC 7911 ADD-PATH send groups advertise every path.
+    pub touched_v4: Vec<Ipv4Prefix>,
+    pub touched_v6: Vec<Ipv6Prefix>,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.v4.is_empty() && self.v6.is_empty()
+        self.v4.is_empty()
+            && self.v6.is_empty()
+            && self.touched_v4.is_empty()
+            && self.touched_v6.is_empty()
     }
+    /// Best-path changes (touched prefixes are not counted).
     pub fn len(&self) -> usize {
         self.v4.len() + self.v6.len()
     }
@@ -164,6 +173,8 @@ pub struct Rib {
     import: FastMap<PeerId, PeerImport>,
     igp: Box<dyn IgpCost + Send + Sync>,
     changes: Changes,
+    /// Record touched prefixes in [`Changes`] (some ADD-PATH send group exists).
+    track_paths: bool,
 }
 
 impl std::fmt::Debug for Rib {
@@ -180,16 +191,18 @@ impl std::fmt::Debug for Rib {
 
 /// Same prefix handling for both tables.
 macro_rules! on_table {
-    ($self:ident, $prefix:expr, |$t:ident, $p:ident, $ch:ident| $body:expr) => {
+    ($self:ident, $prefix:expr, |$t:ident, $p:ident, $ch:ident, $touched:ident| $body:expr) => {
         match $prefix {
             Prefix::V4($p) => {
                 let $t = &mut $self.v4;
                 let $ch = &mut $self.changes.v4;
+                let $touched = &mut $self.changes.touched_v4;
                 $body
             }
             Prefix::V6($p) => {
                 let $t = &mut $self.v6;
                 let $ch = &mut $self.changes.v6;
+                let $touched = &mut $self.changes.touched_v6;
                 $body
             }
         }
@@ -220,7 +233,31 @@ impl Rib {
             import,
             igp: Box::new(FlatIgp),
             changes: Changes::default(),
+            track_paths: false,
         }
+    }
+
+    /// Turns recording of touched prefixes (every path-set change, see [`Changes`]) on or off.
+    /// Off by default: only ADD-PATH send groups need it, and it costs a queue entry per
+    /// changed path.
+    pub fn set_track_paths(&mut self, on: bool) {
+        self.track_paths = on;
+        if !on {
+            self.changes.touched_v4 = Vec::new();
+            self.changes.touched_v6 = Vec::new();
+        }
+    }
+
+    pub fn tracks_paths(&self) -> bool {
+        self.track_paths
+    }
+
+    /// Whether `path` can be used: its next hop resolves (the IGP hook answers) and its peer
+    /// is known. Unusable paths are never selected, and never advertised with ADD-PATH.
+    pub fn usable(&self, path: &Path) -> bool {
+        (path.attrs().next_hop.is_unspecified()
+            || self.igp.cost(path.attrs().next_hop.addr()).is_some())
+            && self.peers.contains_key(&path.peer())
     }
 
     /// Replaces the IGP cost hook and re-runs selection everywhere.
@@ -381,6 +418,7 @@ impl Rib {
                 &cx,
                 &mut self.store,
                 &mut self.changes.v4,
+                self.track_paths.then_some(&mut self.changes.touched_v4),
             );
         }
         if family.is_none_or(|f| f == Family::IPV6_UNICAST) {
@@ -390,6 +428,7 @@ impl Rib {
                 &cx,
                 &mut self.store,
                 &mut self.changes.v6,
+                self.track_paths.then_some(&mut self.changes.touched_v6),
             );
         }
         self.count_removed(peer, n);
@@ -409,12 +448,21 @@ impl Rib {
             cfg: &self.cfg.best_path,
             igp: self.igp.as_ref(),
         };
-        let n = self
-            .v4
-            .remove_where(peer, pred, &cx, &mut self.store, &mut self.changes.v4)
-            + self
-                .v6
-                .remove_where(peer, pred, &cx, &mut self.store, &mut self.changes.v6);
+        let n = self.v4.remove_where(
+            peer,
+            pred,
+            &cx,
+            &mut self.store,
+            &mut self.changes.v4,
+            self.track_paths.then_some(&mut self.changes.touched_v4),
+        ) + self.v6.remove_where(
+            peer,
+            pred,
+            &cx,
+            &mut self.store,
+            &mut self.changes.v6,
+            self.track_paths.then_some(&mut self.changes.touched_v6),
+        );
         self.count_removed(peer, n);
         Ok(n)
     }
@@ -623,10 +671,14 @@ impl Rib {
             igp: self.igp.as_ref(),
         };
         let path = Path::new(attrs, peer, path_id);
-        let previous = on_table!(self, prefix, |t, p, ch| {
+        let track = self.track_paths;
+        let previous = on_table!(self, prefix, |t, p, ch, touched| {
             let a = t.insert(p, path, &cx);
             if let Some(c) = a.change {
                 ch.push(c);
+            }
+            if track {
+                touched.push(p);
             }
             a.previous
         });
@@ -646,10 +698,14 @@ impl Rib {
             cfg: &self.cfg.best_path,
             igp: self.igp.as_ref(),
         };
-        let previous = on_table!(self, prefix, |t, p, ch| {
+        let track = self.track_paths;
+        let previous = on_table!(self, prefix, |t, p, ch, touched| {
             let a = t.remove(p, peer, path_id, &cx);
             if let Some(c) = a.change {
                 ch.push(c);
+            }
+            if track && a.previous.is_some() {
+                touched.push(p);
             }
             a.previous
         });

@@ -17,6 +17,16 @@
 //! the receiver drops them by its own loop detection (AS_PATH for eBGP, ORIGINATOR_ID for
 //! reflected routes), which is what sharing one stream costs.
 //!
+//! RFC 7911 ADD-PATH send is the one exception to "nothing per prefix": for a family where the
+//! group's members negotiated that we send path identifiers (`GroupKey::add_path_v4/v6`), every
+//! exportable path of a prefix is advertised, each under a path id that must stay the same while
+//! that path lives, so the group keeps a sent list per prefix ([`Sent`]: path id, source peer and
+//! source path id, interned exported attributes). The RIB then reports every prefix whose path
+//! set changed ([`Rib::set_track_paths`], on only while such a group exists), and the group
+//! diffs the prefix's exportable paths against its sent list: a path that went is withdrawn by
+//! its own id, a new one gets the smallest id not in use for the prefix. Groups without ADD-PATH
+//! keep no such state and cost what they cost before.
+//!
 //! Ordering rule for callers: feed every pending [`Changes`] to [`UpdateGroups::process`]
 //! before [`UpdateGroups::join`], so a new member's initial dump and the queue agree.
 
@@ -34,9 +44,9 @@ use super::table::Path;
 use super::{Changes, Rib};
 use crate::policy::{self, EvalContext, Outcome, Policy, RouteView, Verdict};
 use crate::wire::{
-    Attribute, AttributeValue, DecodeContext, EncodeError, Ipv4Nlri, Ipv4Prefix, Ipv6Nlri,
+    Attribute, AttributeValue, DecodeContext, EncodeError, Family, Ipv4Nlri, Ipv4Prefix, Ipv6Nlri,
     Ipv6Prefix, MAX_EXTENDED_MESSAGE_LEN, MAX_MESSAGE_LEN, Message, MpNextHop, MpNlri, MpReach,
-    MpUnreach, Update,
+    MpUnreach, Nlri, Update,
 };
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -56,18 +66,50 @@ pub struct GroupKey {
     /// This router's addresses on the session (next-hop self).
     pub local_v4: Option<Ipv4Addr>,
     pub local_v6: Option<Ipv6Addr>,
+    /// RFC 7911 §4: we send path identifiers for IPv4 / IPv6 unicast (we said Send, the peer
+    /// said Receive): every exportable path is advertised, not only the best.
+    pub add_path_v4: bool,
+    pub add_path_v6: bool,
 }
 
 impl GroupKey {
     /// The encode context shared by every member.
     pub fn context(&self) -> DecodeContext {
+        let mut add_path_rx = std::collections::BTreeSet::new();
+        if self.add_path_v4 {
+            add_path_rx.insert(Family::IPV4_UNICAST);
+        }
+        if self.add_path_v6 {
+            add_path_rx.insert(Family::IPV6_UNICAST);
+        }
         DecodeContext {
             four_octet_as: self.four_octet_as,
             extended_message: self.extended_message,
-            add_path_rx: Default::default(),
+            add_path_rx,
             ibgp: self.target.peer_type.is_ibgp(),
             peer_as: Some(self.target.peer_asn),
         }
+    }
+
+    /// IPv4 unicast is sent to this group, with ADD-PATH.
+    fn ap_v4(&self) -> bool {
+        self.ipv4 && self.add_path_v4
+    }
+    /// IPv6 unicast is sent to this group, with ADD-PATH.
+    fn ap_v6(&self) -> bool {
+        self.ipv6 && self.add_path_v6
+    }
+    /// IPv4 unicast is sent to this group, best paths only.
+    fn plain_v4(&self) -> bool {
+        self.ipv4 && !self.add_path_v4
+    }
+    fn plain_v6(&self) -> bool {
+        self.ipv6 && !self.add_path_v6
+    }
+
+    /// Whether some family of this group is advertised with ADD-PATH.
+    pub fn any_add_path(&self) -> bool {
+        self.ap_v4() || self.ap_v6()
     }
 
     fn max_len(&self) -> usize {
@@ -106,6 +148,112 @@ pub struct OutBatch {
 
 type CacheKey = (usize, PeerId, bool);
 
+/// One path advertised with ADD-PATH (RFC 7911): the path id the group's members know it by,
+/// the Loc-RIB path it stands for, and the attributes they were sent (interned in the group).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub path_id: u32,
+    pub peer: PeerId,
+    pub source_path_id: u32,
+    pub attrs: Arc<PathAttrs>,
+}
+
+/// The smallest path id (from 1) not used in `sent`.
+pub fn smallest_free_id(sent: &[Sent]) -> u32 {
+    // At most `sent.len()` ids are taken, so one of the first `len + 1` is free.
+    let mut id = 1;
+    while sent.iter().any(|s| s.path_id == id) {
+        id += 1;
+    }
+    id
+}
+
+/// Brings one prefix's sent list in line with `want`, the paths to advertise now as (source
+/// peer, source path id, exported attributes). A path still wanted keeps its id (re-announced
+/// only when its attributes changed, compared by pointer: they are interned); a path no longer
+/// wanted is withdrawn by its id; a new path gets the smallest id not in use once the
+/// withdrawals are done. Returns what to send: (path id, attributes), `None` to withdraw.
+/// Attributes that leave the list, or are not kept from `want`, go to `release`.
+pub fn diff_paths(
+    sent: &mut Vec<Sent>,
+    want: Vec<(PeerId, u32, Arc<PathAttrs>)>,
+    mut release: impl FnMut(Arc<PathAttrs>),
+) -> Vec<(u32, Option<Arc<PathAttrs>>)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < sent.len() {
+        let s = &sent[i];
+        if want
+            .iter()
+            .any(|(peer, id, _)| *peer == s.peer && *id == s.source_path_id)
+        {
+            i += 1;
+        } else {
+            let gone = sent.remove(i);
+            out.push((gone.path_id, None));
+            release(gone.attrs);
+        }
+    }
+    for (peer, source_path_id, attrs) in want {
+        match sent
+            .iter_mut()
+            .find(|s| s.peer == peer && s.source_path_id == source_path_id)
+        {
+            Some(s) if Arc::ptr_eq(&s.attrs, &attrs) => release(attrs),
+            Some(s) => {
+                out.push((s.path_id, Some(attrs.clone())));
+                release(std::mem::replace(&mut s.attrs, attrs));
+            }
+            None => {
+                let path_id = smallest_free_id(sent);
+                out.push((path_id, Some(attrs.clone())));
+                sent.push(Sent {
+                    path_id,
+                    peer,
+                    source_path_id,
+                    attrs,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A queue entry's key, which becomes one NLRI: a prefix, or with ADD-PATH a prefix and its
+/// path id.
+trait OutKey: Copy {
+    type P: Copy;
+    fn nlri(self) -> Nlri<Self::P>;
+}
+
+impl OutKey for Ipv4Prefix {
+    type P = Ipv4Prefix;
+    fn nlri(self) -> Ipv4Nlri {
+        Nlri::new(self)
+    }
+}
+
+impl OutKey for Ipv6Prefix {
+    type P = Ipv6Prefix;
+    fn nlri(self) -> Ipv6Nlri {
+        Nlri::new(self)
+    }
+}
+
+impl OutKey for Ipv4Nlri {
+    type P = Ipv4Prefix;
+    fn nlri(self) -> Ipv4Nlri {
+        self
+    }
+}
+
+impl OutKey for Ipv6Nlri {
+    type P = Ipv6Prefix;
+    fn nlri(self) -> Ipv6Nlri {
+        self
+    }
+}
+
 /// One update group.
 #[derive(Debug)]
 pub struct UpdateGroup {
@@ -128,6 +276,16 @@ pub struct UpdateGroup {
     /// `advertised` must be recounted from the Loc-RIB: a new group, a replaced policy, or a
     /// change whose old best came from a peer that is gone (its export cannot be recomputed).
     recount: bool,
+    /// ADD-PATH families only: what the members were sent per prefix (see the module docs).
+    sent_v4: FastMap<Ipv4Prefix, Vec<Sent>>,
+    sent_v6: FastMap<Ipv6Prefix, Vec<Sent>>,
+    /// Paths in the sent lists: the ADD-PATH part of the Adj-RIB-Out size.
+    sent_count: u32,
+    /// The sent lists were filled from the Loc-RIB (on the group's first join).
+    sent_ready: bool,
+    /// ADD-PATH queue: (prefix with path id, attributes or withdrawn), as `pending_*`.
+    ap_pending_v4: Vec<(Ipv4Nlri, Option<Arc<PathAttrs>>)>,
+    ap_pending_v6: Vec<(Ipv6Nlri, Option<Arc<PathAttrs>>)>,
 }
 
 impl UpdateGroup {
@@ -142,6 +300,12 @@ impl UpdateGroup {
             pending_v6: Vec::new(),
             advertised: 0,
             recount: true,
+            sent_v4: FastMap::default(),
+            sent_v6: FastMap::default(),
+            sent_count: 0,
+            sent_ready: false,
+            ap_pending_v4: Vec::new(),
+            ap_pending_v6: Vec::new(),
         }
     }
 
@@ -153,7 +317,132 @@ impl UpdateGroup {
     }
     /// Queued changes waiting to be sent (a prefix changed twice counts twice until the drain).
     pub fn pending(&self) -> usize {
-        self.pending_v4.len() + self.pending_v6.len()
+        self.pending_v4.len()
+            + self.pending_v6.len()
+            + self.ap_pending_v4.len()
+            + self.ap_pending_v6.len()
+    }
+
+    /// ADD-PATH: the paths of `prefix` the members were sent, with their path ids (empty for
+    /// a family without ADD-PATH).
+    pub fn sent(&self, prefix: &Prefix) -> &[Sent] {
+        let list = match prefix {
+            Prefix::V4(p) => self.sent_v4.get(p),
+            Prefix::V6(p) => self.sent_v6.get(p),
+        };
+        list.map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// ADD-PATH: brings `prefix`'s sent list in line with the Loc-RIB (every usable path that
+    /// passes export) and queues the difference; with `queue` false the difference is only
+    /// recorded (the initial fill, which the joining member gets as its dump).
+    fn resync(&mut self, prefix: Prefix, rib: &Rib, queue: bool) {
+        let mut sent = match prefix {
+            Prefix::V4(p) => self.sent_v4.remove(&p),
+            Prefix::V6(p) => self.sent_v6.remove(&p),
+        }
+        .unwrap_or_default();
+        let mut want = Vec::new();
+        if rib.best(&prefix).is_some() {
+            for path in rib.paths(&prefix) {
+                if rib.usable(path)
+                    && let Some(a) = self.export(prefix, path, rib)
+                {
+                    want.push((path.peer(), path.path_id(), a));
+                }
+            }
+        }
+        let before = sent.len();
+        let store = &mut self.store;
+        let diff = diff_paths(&mut sent, want, |a| store.release(a));
+        self.sent_count = self
+            .sent_count
+            .saturating_sub(u32::try_from(before).unwrap_or(u32::MAX))
+            .saturating_add(u32::try_from(sent.len()).unwrap_or(u32::MAX));
+        if !sent.is_empty() {
+            // Exact size: most prefixes have one or two paths, a doubling vector would hold
+            // four.
+            sent.shrink_to_fit();
+            match prefix {
+                Prefix::V4(p) => {
+                    self.sent_v4.insert(p, sent);
+                }
+                Prefix::V6(p) => {
+                    self.sent_v6.insert(p, sent);
+                }
+            }
+        }
+        for (id, a) in diff {
+            if !queue {
+                if let Some(a) = a {
+                    self.store.release(a);
+                }
+                continue;
+            }
+            match prefix {
+                Prefix::V4(p) => self.ap_pending_v4.push((Nlri::with_path_id(p, id), a)),
+                Prefix::V6(p) => self.ap_pending_v6.push((Nlri::with_path_id(p, id), a)),
+            }
+        }
+    }
+
+    /// ADD-PATH: fills the sent lists from the Loc-RIB once, when the group is made.
+    fn ensure_sent(&mut self, rib: &Rib) {
+        if self.sent_ready {
+            return;
+        }
+        self.sent_ready = true;
+        if self.key.ap_v4() {
+            for (p, _) in rib.v4().iter() {
+                self.resync(Prefix::V4(*p), rib, false);
+            }
+        }
+        if self.key.ap_v6() {
+            for (p, _) in rib.v6().iter() {
+                self.resync(Prefix::V6(*p), rib, false);
+            }
+        }
+        self.cache.clear();
+        self.store.purge();
+    }
+
+    /// ADD-PATH: the announcement of every sent path of the chosen families, packed (the
+    /// initial dump and route refresh of an ADD-PATH family).
+    fn sent_dump(&self, v4: bool, v6: bool) -> Result<Vec<Update>, EncodeError> {
+        let mut a4 = Vec::new();
+        if v4 && self.key.ap_v4() {
+            for (p, list) in &self.sent_v4 {
+                for s in list {
+                    a4.push((Nlri::with_path_id(*p, s.path_id), Some(s.attrs.clone())));
+                }
+            }
+        }
+        let mut a6 = Vec::new();
+        if v6 && self.key.ap_v6() {
+            for (p, list) in &self.sent_v6 {
+                for s in list {
+                    a6.push((Nlri::with_path_id(*p, s.path_id), Some(s.attrs.clone())));
+                }
+            }
+        }
+        if a4.is_empty() && a6.is_empty() {
+            return Ok(Vec::new());
+        }
+        a4.sort_unstable_by_key(|(n, _)| (n.prefix, n.path_id));
+        a6.sort_unstable_by_key(|(n, _)| (n.prefix, n.path_id));
+        // Packed in a scratch group: the attributes stay interned in this one.
+        UpdateGroup::new(self.key.clone(), None).pack(a4, a6)
+    }
+
+    /// The whole table for one member: best paths of the plain families, every sent path of
+    /// the ADD-PATH ones.
+    fn full_dump(&self, v4: bool, v6: bool, rib: &Rib) -> Result<Vec<Update>, EncodeError> {
+        let mut key = self.key.clone();
+        key.ipv4 &= v4;
+        key.ipv6 &= v6;
+        let mut out = dump(key, self.policy.clone(), rib)?;
+        out.extend(self.sent_dump(v4, v6)?);
+        Ok(out)
     }
 
     fn self_next_hop(&self, v6: bool) -> Option<NextHop> {
@@ -322,14 +611,26 @@ impl UpdateGroup {
             // Their attribute sets were dropped without `release`.
             self.store.purge();
         }
-        self.pack(v4, v6)
+        let mut out = self.pack(v4, v6)?;
+        if !self.ap_pending_v4.is_empty() || !self.ap_pending_v6.is_empty() {
+            let mut a4 = std::mem::take(&mut self.ap_pending_v4);
+            let mut a6 = std::mem::take(&mut self.ap_pending_v6);
+            // Keyed on (prefix, path id): each path of a prefix is its own route.
+            a4.sort_by_key(|(n, _)| (n.prefix, n.path_id));
+            a6.sort_by_key(|(n, _)| (n.prefix, n.path_id));
+            if keep_last(&mut a4) + keep_last(&mut a6) > 0 {
+                self.store.purge();
+            }
+            out.extend(self.pack(a4, a6)?);
+        }
+        Ok(out)
     }
 
-    /// Packs (prefix, attributes-or-withdrawn) lists into UPDATEs.
-    fn pack(
+    /// Packs (prefix or prefix with path id, attributes-or-withdrawn) lists into UPDATEs.
+    fn pack<K4: OutKey<P = Ipv4Prefix>, K6: OutKey<P = Ipv6Prefix>>(
         &mut self,
-        v4: Vec<(Ipv4Prefix, Option<Arc<PathAttrs>>)>,
-        v6: Vec<(Ipv6Prefix, Option<Arc<PathAttrs>>)>,
+        v4: Vec<(K4, Option<Arc<PathAttrs>>)>,
+        v6: Vec<(K6, Option<Arc<PathAttrs>>)>,
     ) -> Result<Vec<Update>, EncodeError> {
         let cx = self.key.context();
         let max = self.key.max_len();
@@ -338,10 +639,14 @@ impl UpdateGroup {
         let w4: Vec<Ipv4Nlri> = v4
             .iter()
             .filter(|(_, a)| a.is_none())
-            .map(|(p, _)| Ipv4Nlri::new(*p))
+            .map(|(p, _)| p.nlri())
             .collect();
         let base = encoded_len(&Update::default(), &cx)?;
-        for chunk in pack(&w4, |n| nlri_len(n.prefix.len()), max.saturating_sub(base)) {
+        for chunk in pack(
+            &w4,
+            |n| nlri_len(n.prefix.len(), n.path_id),
+            max.saturating_sub(base),
+        ) {
             out.push(Update {
                 withdrawn: chunk.to_vec(),
                 ..Update::default()
@@ -350,7 +655,7 @@ impl UpdateGroup {
         let w6: Vec<Ipv6Nlri> = v6
             .iter()
             .filter(|(_, a)| a.is_none())
-            .map(|(p, _)| Ipv6Nlri::new(*p))
+            .map(|(p, _)| p.nlri())
             .collect();
         if !w6.is_empty() {
             let mk = |nlri: Vec<Ipv6Nlri>| Update {
@@ -364,7 +669,11 @@ impl UpdateGroup {
             };
             // +1: the attribute may need the 2-octet extended length once it grows.
             let base = encoded_len(&mk(Vec::new()), &cx)? + 1;
-            for chunk in pack(&w6, |n| nlri_len(n.prefix.len()), max.saturating_sub(base)) {
+            for chunk in pack(
+                &w6,
+                |n| nlri_len(n.prefix.len(), n.path_id),
+                max.saturating_sub(base),
+            ) {
                 out.push(mk(chunk.to_vec()));
             }
         }
@@ -390,13 +699,13 @@ impl UpdateGroup {
         let mut groups_v4: Vec<(usize, Ipv4Nlri)> = Vec::with_capacity(v4.len());
         for (p, a) in v4 {
             if let Some(a) = a {
-                groups_v4.push((slot(a, &mut self.store), Ipv4Nlri::new(p)));
+                groups_v4.push((slot(a, &mut self.store), p.nlri()));
             }
         }
         let mut groups_v6: Vec<(usize, Ipv6Nlri)> = Vec::with_capacity(v6.len());
         for (p, a) in v6 {
             if let Some(a) = a {
-                groups_v6.push((slot(a, &mut self.store), Ipv6Nlri::new(p)));
+                groups_v6.push((slot(a, &mut self.store), p.nlri()));
             }
         }
         for (i, n) in groups_v4 {
@@ -421,7 +730,7 @@ impl UpdateGroup {
                             }
                         };
                         if let Some(room) = room_for(&mk(Vec::new()), &cx, max, 0) {
-                            for chunk in pack(&n4, |n| nlri_len(n.prefix.len()), room) {
+                            for chunk in pack(&n4, |n| nlri_len(n.prefix.len(), n.path_id), room) {
                                 out.push(mk(chunk.to_vec()));
                             }
                         }
@@ -435,7 +744,7 @@ impl UpdateGroup {
                             )
                         };
                         if let Some(room) = room_for(&mk(Vec::new()), &cx, max, 1) {
-                            for chunk in pack(&n4, |n| nlri_len(n.prefix.len()), room) {
+                            for chunk in pack(&n4, |n| nlri_len(n.prefix.len(), n.path_id), room) {
                                 out.push(mk(chunk.to_vec()));
                             }
                         }
@@ -453,7 +762,7 @@ impl UpdateGroup {
                     )
                 };
                 if let Some(room) = room_for(&mk(Vec::new()), &cx, max, 1) {
-                    for chunk in pack(&n6, |n| nlri_len(n.prefix.len()), room) {
+                    for chunk in pack(&n6, |n| nlri_len(n.prefix.len(), n.path_id), room) {
                         out.push(mk(chunk.to_vec()));
                     }
                 }
@@ -494,9 +803,10 @@ fn keep_last<P: PartialEq, V>(v: &mut Vec<(P, V)>) -> usize {
     before - v.len()
 }
 
-/// Octets one NLRI takes without ADD-PATH (RFC 4271 §4.3): length octet plus address octets.
-fn nlri_len(len: u8) -> usize {
-    1 + usize::from(len).div_ceil(8)
+/// Octets one NLRI takes (RFC 4271 §4.3): length octet plus address octets, and 4 for an
+/// ADD-PATH path identifier (RFC 7911 §3).
+fn nlri_len(len: u8, path_id: Option<u32>) -> usize {
+    1 + usize::from(len).div_ceil(8) + if path_id.is_some() { 4 } else { 0 }
 }
 
 fn encoded_len(u: &Update, cx: &DecodeContext) -> Result<usize, EncodeError> {
@@ -505,21 +815,22 @@ fn encoded_len(u: &Update, cx: &DecodeContext) -> Result<usize, EncodeError> {
     Ok(b.len())
 }
 
-/// Every exportable best path for a group with this key and policy, packed. Goes through a
-/// scratch group so the shared queue is untouched and only the asking member receives it.
+/// Every exportable best path for a group with this key and policy, packed, for the families
+/// without ADD-PATH (those come from the group's sent lists). Goes through a scratch group so
+/// the shared queue is untouched and only the asking member receives it.
 fn dump(key: GroupKey, policy: Option<Arc<Policy>>, rib: &Rib) -> Result<Vec<Update>, EncodeError> {
     let mut scratch = UpdateGroup::new(key, policy);
     // Prefixes are unique here: straight into vectors, no queue, no sort.
-    let mut v4 = Vec::new();
-    if scratch.key.ipv4 {
+    let mut v4: Vec<(Ipv4Prefix, _)> = Vec::new();
+    if scratch.key.plain_v4() {
         for (p, best) in rib.v4().iter_best() {
             if let Some(a) = scratch.export(Prefix::V4(*p), best, rib) {
                 v4.push((*p, Some(a)));
             }
         }
     }
-    let mut v6 = Vec::new();
-    if scratch.key.ipv6 {
+    let mut v6: Vec<(Ipv6Prefix, _)> = Vec::new();
+    if scratch.key.plain_v6() {
         for (p, best) in rib.v6().iter_best() {
             if let Some(a) = scratch.export(Prefix::V6(*p), best, rib) {
                 v6.push((*p, Some(a)));
@@ -535,9 +846,10 @@ fn dump(key: GroupKey, policy: Option<Arc<Policy>>, rib: &Rib) -> Result<Vec<Upd
 /// batch goes out as usual. Attributes come from peers, so this is input, not a bug.
 fn room_for(u: &Update, cx: &DecodeContext, max: usize, slack: usize) -> Option<usize> {
     const LONGEST_NLRI: usize = 17;
+    let longest = LONGEST_NLRI + if cx.add_path_rx.is_empty() { 0 } else { 4 };
     match encoded_len(u, cx) {
         Ok(len) => match max.checked_sub(len + slack) {
-            Some(room) if room >= LONGEST_NLRI => Some(room),
+            Some(room) if room >= longest => Some(room),
             _ => {
                 tracing::warn!(
                     attributes_len = len,
@@ -611,11 +923,11 @@ impl UpdateGroups {
         rib: &Rib,
     ) -> Result<(GroupId, Vec<Update>), GroupError> {
         let id = self.enter(peer, key, policy)?;
-        let (dump_key, dump_policy) = match self.groups.get(&id) {
-            Some(g) => (g.key.clone(), g.policy.clone()),
-            None => return Err(GroupError::NotMember(peer)),
+        let Some(g) = self.groups.get_mut(&id) else {
+            return Err(GroupError::NotMember(peer));
         };
-        match dump(dump_key, dump_policy, rib) {
+        g.ensure_sent(rib);
+        match g.full_dump(true, true, rib) {
             Ok(updates) => Ok((id, updates)),
             Err(e) => {
                 // Leave no half-joined member behind.
@@ -677,7 +989,7 @@ impl UpdateGroups {
         let Some(g) = self.groups.get(id) else {
             return Err(GroupError::NotMember(peer));
         };
-        Ok(dump(g.key.clone(), g.policy.clone(), rib)?)
+        Ok(g.full_dump(true, true, rib)?)
     }
 
     /// [`UpdateGroups::refresh`] for one family (RFC 2918 asks per AFI/SAFI).
@@ -694,10 +1006,11 @@ impl UpdateGroups {
         let Some(g) = self.groups.get(id) else {
             return Err(GroupError::NotMember(peer));
         };
-        let mut key = g.key.clone();
-        key.ipv4 &= family == crate::wire::Family::IPV4_UNICAST;
-        key.ipv6 &= family == crate::wire::Family::IPV6_UNICAST;
-        Ok(dump(key, g.policy.clone(), rib)?)
+        Ok(g.full_dump(
+            family == Family::IPV4_UNICAST,
+            family == Family::IPV6_UNICAST,
+            rib,
+        )?)
     }
 
     /// Moves a member to the group of `key` / `policy` (its export policy or next-hop mode
@@ -711,30 +1024,43 @@ impl UpdateGroups {
         policy: Option<Arc<Policy>>,
         rib: &Rib,
     ) -> Result<(GroupId, Vec<Update>), GroupError> {
-        let (old_key, old_policy) = {
+        let (old_key, old_policy, old_sent) = {
             let id = self
                 .member_of
                 .get(&peer)
                 .ok_or(GroupError::NotMember(peer))?;
             let g = self.groups.get(id).ok_or(GroupError::NotMember(peer))?;
-            (g.key.clone(), g.policy.clone())
+            // ADD-PATH families: every (prefix, path id) the peer holds from the old group.
+            let mut w4: Vec<Ipv4Nlri> = Vec::new();
+            let mut w6: Vec<Ipv6Nlri> = Vec::new();
+            for (p, list) in &g.sent_v4 {
+                w4.extend(list.iter().map(|s| Nlri::with_path_id(*p, s.path_id)));
+            }
+            for (p, list) in &g.sent_v6 {
+                w6.extend(list.iter().map(|s| Nlri::with_path_id(*p, s.path_id)));
+            }
+            (g.key.clone(), g.policy.clone(), (w4, w6))
         };
         self.leave(peer)?;
         let id = self.enter(peer, key.clone(), policy.clone())?;
         let mut before = UpdateGroup::new(old_key, old_policy);
         let mut after = UpdateGroup::new(key, policy);
+        // Best paths: families without ADD-PATH on either side (the ADD-PATH mode comes from
+        // the session's OPEN exchange, so a regroup does not change it).
+        let (new_v4, old_v4) = (after.key.plain_v4(), before.key.plain_v4());
+        let (new_v6, old_v6) = (after.key.plain_v6(), before.key.plain_v6());
         let mut v4 = Vec::new();
-        if after.key.ipv4 || before.key.ipv4 {
+        if new_v4 || (old_v4 && !after.key.ap_v4()) {
             for (p, best) in rib.v4().iter_best() {
                 let pfx = Prefix::V4(*p);
-                let new = if after.key.ipv4 {
+                let new = if new_v4 {
                     after.export(pfx, best, rib)
                 } else {
                     None
                 };
                 match new {
                     Some(a) => v4.push((*p, Some(a))),
-                    None if before.key.ipv4 && before.export(pfx, best, rib).is_some() => {
+                    None if old_v4 && before.export(pfx, best, rib).is_some() => {
                         v4.push((*p, None))
                     }
                     None => {}
@@ -742,24 +1068,64 @@ impl UpdateGroups {
             }
         }
         let mut v6 = Vec::new();
-        if after.key.ipv6 || before.key.ipv6 {
+        if new_v6 || (old_v6 && !after.key.ap_v6()) {
             for (p, best) in rib.v6().iter_best() {
                 let pfx = Prefix::V6(*p);
-                let new = if after.key.ipv6 {
+                let new = if new_v6 {
                     after.export(pfx, best, rib)
                 } else {
                     None
                 };
                 match new {
                     Some(a) => v6.push((*p, Some(a))),
-                    None if before.key.ipv6 && before.export(pfx, best, rib).is_some() => {
+                    None if old_v6 && before.export(pfx, best, rib).is_some() => {
                         v6.push((*p, None))
                     }
                     None => {}
                 }
             }
         }
-        Ok((id, after.pack(v4, v6)?))
+        let mut out = after.pack(v4, v6)?;
+        // ADD-PATH families: withdraw the old group's ids the new group does not use, then
+        // announce every path of the new group (an id it reuses replaces the old path, RFC
+        // 7911 §5).
+        let g = self
+            .groups
+            .get_mut(&id)
+            .ok_or(GroupError::NotMember(peer))?;
+        g.ensure_sent(rib);
+        let (w4, w6) = old_sent;
+        let in_use_v4 = |n: &Ipv4Nlri| {
+            g.sent(&Prefix::V4(n.prefix))
+                .iter()
+                .any(|s| Some(s.path_id) == n.path_id)
+        };
+        let w4: Vec<(Ipv4Nlri, Option<Arc<PathAttrs>>)> = if g.key.ap_v4() {
+            w4.into_iter()
+                .filter(|n| !in_use_v4(n))
+                .map(|n| (n, None))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let in_use_v6 = |n: &Ipv6Nlri| {
+            g.sent(&Prefix::V6(n.prefix))
+                .iter()
+                .any(|s| Some(s.path_id) == n.path_id)
+        };
+        let w6: Vec<(Ipv6Nlri, Option<Arc<PathAttrs>>)> = if g.key.ap_v6() {
+            w6.into_iter()
+                .filter(|n| !in_use_v6(n))
+                .map(|n| (n, None))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !w4.is_empty() || !w6.is_empty() {
+            out.extend(after.pack(w4, w6)?);
+        }
+        out.extend(g.sent_dump(true, true)?);
+        Ok((id, out))
     }
 
     /// What a member is currently sent: each exported best path with its outbound attributes
@@ -776,19 +1142,26 @@ impl UpdateGroups {
         let g = self.groups.get(id).ok_or(GroupError::NotMember(peer))?;
         let mut scratch = UpdateGroup::new(g.key.clone(), g.policy.clone());
         let mut out = Vec::new();
-        if scratch.key.ipv4 {
+        if scratch.key.plain_v4() {
             for (p, best) in rib.v4().iter_best() {
                 if let Some(a) = scratch.export(Prefix::V4(*p), best, rib) {
                     out.push((Prefix::V4(*p), a));
                 }
             }
         }
-        if scratch.key.ipv6 {
+        if scratch.key.plain_v6() {
             for (p, best) in rib.v6().iter_best() {
                 if let Some(a) = scratch.export(Prefix::V6(*p), best, rib) {
                     out.push((Prefix::V6(*p), a));
                 }
             }
+        }
+        // ADD-PATH families: every path sent, one entry each.
+        for (p, list) in &g.sent_v4 {
+            out.extend(list.iter().map(|s| (Prefix::V4(*p), s.attrs.clone())));
+        }
+        for (p, list) in &g.sent_v6 {
+            out.extend(list.iter().map(|s| (Prefix::V6(*p), s.attrs.clone())));
         }
         Ok(out)
     }
@@ -801,14 +1174,14 @@ impl UpdateGroups {
             if g.recount {
                 let mut scratch = UpdateGroup::new(g.key.clone(), g.policy.clone());
                 let mut n: u32 = 0;
-                if scratch.key.ipv4 {
+                if scratch.key.plain_v4() {
                     for (p, best) in rib.v4().iter_best() {
                         if scratch.export(Prefix::V4(*p), best, rib).is_some() {
                             n = n.saturating_add(1);
                         }
                     }
                 }
-                if scratch.key.ipv6 {
+                if scratch.key.plain_v6() {
                     for (p, best) in rib.v6().iter_best() {
                         if scratch.export(Prefix::V6(*p), best, rib).is_some() {
                             n = n.saturating_add(1);
@@ -818,7 +1191,8 @@ impl UpdateGroups {
                 g.advertised = n;
                 g.recount = false;
             }
-            out.push((*id, g.advertised));
+            // ADD-PATH families count every path sent (kept exactly by `resync`).
+            out.push((*id, g.advertised.saturating_add(g.sent_count)));
         }
         out
     }
@@ -847,14 +1221,26 @@ impl UpdateGroups {
                     g.store.release(a);
                 }
             };
-            if g.key.ipv4 {
+            if g.key.plain_v4() {
                 for (p, best) in rib.v4().iter_best() {
                     diff(g, Prefix::V4(*p), best);
                 }
             }
-            if g.key.ipv6 {
+            if g.key.plain_v6() {
                 for (p, best) in rib.v6().iter_best() {
                     diff(g, Prefix::V6(*p), best);
+                }
+            }
+            // ADD-PATH families: every path of every prefix against its sent list. Prefixes
+            // sent but gone from the Loc-RIB were withdrawn when they went.
+            if g.key.ap_v4() {
+                for (p, _) in rib.v4().iter() {
+                    g.resync(Prefix::V4(*p), rib, true);
+                }
+            }
+            if g.key.ap_v6() {
+                for (p, _) in rib.v6().iter() {
+                    g.resync(Prefix::V6(*p), rib, true);
                 }
             }
             g.cache.clear();
@@ -881,20 +1267,43 @@ impl UpdateGroups {
         Ok(())
     }
 
-    /// Queues, in every group, what the best-path changes mean for its members.
+    /// Queues, in every group, what the changes mean for its members: best-path changes for
+    /// plain families; for ADD-PATH families every changed prefix, best or not (the touched
+    /// prefixes, recorded while [`Rib::set_track_paths`] is on: see [`Self::any_add_path`]).
     pub fn process(&mut self, changes: &Changes, rib: &Rib) {
         for g in self.groups.values_mut() {
+            let (ap4, ap6) = (g.key.ap_v4(), g.key.ap_v6());
             for c in &changes.v4 {
-                if c.best_changed() {
+                if ap4 {
+                    g.resync(Prefix::V4(c.prefix), rib, true);
+                } else if c.best_changed() {
                     g.on_change(Prefix::V4(c.prefix), c.old.as_ref(), c.new.as_ref(), rib);
                 }
             }
             for c in &changes.v6 {
-                if c.best_changed() {
+                if ap6 {
+                    g.resync(Prefix::V6(c.prefix), rib, true);
+                } else if c.best_changed() {
                     g.on_change(Prefix::V6(c.prefix), c.old.as_ref(), c.new.as_ref(), rib);
                 }
             }
+            if ap4 {
+                for p in &changes.touched_v4 {
+                    g.resync(Prefix::V4(*p), rib, true);
+                }
+            }
+            if ap6 {
+                for p in &changes.touched_v6 {
+                    g.resync(Prefix::V6(*p), rib, true);
+                }
+            }
         }
+    }
+
+    /// Whether some group advertises a family with ADD-PATH: the caller then keeps
+    /// [`Rib::set_track_paths`] on, so [`Self::process`] learns of every path change.
+    pub fn any_add_path(&self) -> bool {
+        self.groups.values().any(|g| g.key.any_add_path())
     }
 
     /// Packs every group's queue into UPDATEs, one batch per group with pending work.

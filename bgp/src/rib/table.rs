@@ -325,7 +325,8 @@ impl<P: RibPrefix> Table<P> {
     }
 
     /// Removes every path of `peer` for which `pred` holds; removed attributes go back to
-    /// `store`, changes to `changes`. Returns how many paths were removed.
+    /// `store`, changes to `changes`, and with `touched` every prefix that lost a path.
+    /// Returns how many paths were removed.
     pub fn remove_where(
         &mut self,
         peer: PeerId,
@@ -333,11 +334,15 @@ impl<P: RibPrefix> Table<P> {
         cx: &SelectCtx<'_>,
         store: &mut AttrStore,
         changes: &mut Vec<BestChange<P>>,
+        mut touched: Option<&mut Vec<P>>,
     ) -> usize {
         let mut removed = 0;
         self.map.retain(|prefix, entry| {
             if !entry.all().iter().any(|p| p.peer() == peer && pred(p)) {
                 return true;
+            }
+            if let Some(t) = touched.as_mut() {
+                t.push(*prefix);
             }
             let (old_best, old_set) = snapshot(entry);
             let remaining = match entry {

@@ -77,13 +77,30 @@ impl SpeakerConfig {
     }
 }
 
-/// RFC 7911 ADD-PATH per family. Only receiving is offered: our update groups send one path
-/// per prefix (see `docs/architecture.md`).
+/// RFC 7911 ADD-PATH per family: receive several paths per prefix from the peer, and send it
+/// every exportable path of a prefix (each with its own path identifier) instead of the best
+/// one alone. Sending is used only when the peer announced Receive for the family (§4); it
+/// costs a sent list per prefix in that peer's update group (see `docs/architecture.md`).
+/// All off by default. A change is a capability change: only this peer's session resets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AddPathConfig {
     pub ipv4_receive: bool,
     pub ipv6_receive: bool,
+    pub ipv4_send: bool,
+    pub ipv6_send: bool,
+}
+
+impl AddPathConfig {
+    /// The capability mode to announce for one family, `None` for neither direction.
+    pub fn mode(receive: bool, send: bool) -> Option<AddPathMode> {
+        match (receive, send) {
+            (true, true) => Some(AddPathMode::BOTH),
+            (true, false) => Some(AddPathMode::RECEIVE),
+            (false, true) => Some(AddPathMode::SEND),
+            (false, false) => None,
+        }
+    }
 }
 
 /// Max-prefix (RFC 4486 §4): more than `limit` routes accepted from the peer ends the session
@@ -344,11 +361,16 @@ impl PeerConfig {
             l.extended_next_hop = BTreeSet::from([(Family::IPV4_UNICAST, Afi::IPV6)]);
         }
         let mut add_path = BTreeMap::new();
-        if self.add_path.ipv4_receive && self.ipv4_unicast {
-            add_path.insert(Family::IPV4_UNICAST, AddPathMode::RECEIVE);
+        let ap = &self.add_path;
+        if let Some(mode) = AddPathConfig::mode(ap.ipv4_receive, ap.ipv4_send)
+            && self.ipv4_unicast
+        {
+            add_path.insert(Family::IPV4_UNICAST, mode);
         }
-        if self.add_path.ipv6_receive && self.ipv6_unicast {
-            add_path.insert(Family::IPV6_UNICAST, AddPathMode::RECEIVE);
+        if let Some(mode) = AddPathConfig::mode(ap.ipv6_receive, ap.ipv6_send)
+            && self.ipv6_unicast
+        {
+            add_path.insert(Family::IPV6_UNICAST, mode);
         }
         l.add_path = add_path;
         // RFC 4724 §3 End-of-RIB-only capability when graceful restart is off (see
@@ -519,6 +541,11 @@ mod tests {
             ),
             ("remote AS", |p| p.remote_asn = 65002, PeerChange::Reset),
             (
+                "ADD-PATH send: a capability (RFC 7911)",
+                |p| p.add_path.ipv4_send = true,
+                PeerChange::Reset,
+            ),
+            (
                 "extended messages: a capability (RFC 8654)",
                 |p| p.extended_message = Some(false),
                 PeerChange::Reset,
@@ -602,6 +629,21 @@ mod tests {
             l.add_path.get(&Family::IPV4_UNICAST),
             Some(&AddPathMode::RECEIVE)
         );
+        // Send alone, both, and send for a family the peer does not carry (not offered).
+        p.add_path.ipv6_send = true;
+        assert_eq!(
+            p.local_config(&s).add_path.get(&Family::IPV6_UNICAST),
+            Some(&AddPathMode::SEND)
+        );
+        p.add_path.ipv4_send = true;
+        assert_eq!(
+            p.local_config(&s).add_path.get(&Family::IPV4_UNICAST),
+            Some(&AddPathMode::BOTH)
+        );
+        p.ipv6_unicast = false;
+        assert_eq!(p.local_config(&s).add_path.get(&Family::IPV6_UNICAST), None);
+        p.ipv6_unicast = true;
+        p.add_path = AddPathConfig::default();
         let gr = l.graceful_restart.expect("graceful restart offered");
         assert!(gr.restarting && gr.notification);
         assert_eq!(gr.forwarding_preserved.len(), 2);

@@ -796,6 +796,17 @@ impl Loop {
                 Some(IpAddr::V6(a)) => Some(a),
                 _ => None,
             },
+            add_path_v4: n.is_some_and(|n| n.add_path_send.contains(&Family::IPV4_UNICAST)),
+            add_path_v6: n.is_some_and(|n| n.add_path_send.contains(&Family::IPV6_UNICAST)),
+        }
+    }
+
+    /// The RIB reports every path change (not only best changes) while some update group
+    /// sends with ADD-PATH, and costs nothing extra otherwise.
+    fn track_paths(&mut self) {
+        let on = self.groups.any_add_path();
+        if self.rib.tracks_paths() != on {
+            self.rib.set_track_paths(on);
         }
     }
 
@@ -913,6 +924,8 @@ impl Loop {
                 if let Some(p) = self.peers.get_mut(&addr) {
                     p.joined = true;
                 }
+                // Before any further RIB change: an ADD-PATH group must hear of every one.
+                self.track_paths();
                 // RFC 4724 §2: End-of-RIB after the initial table, per family; sent whether
                 // or not graceful restart was negotiated (receivers ignore what they do not
                 // use, and it tells monitors the table is complete).
@@ -1283,6 +1296,8 @@ impl Loop {
         for b in batches {
             self.send_batch(b);
         }
+        // Off again once the last ADD-PATH group is gone (on at the join that needs it).
+        self.track_paths();
         self.rib.purge();
     }
 
