@@ -1129,12 +1129,13 @@ impl UpdateGroups {
     }
 
     /// What a member is currently sent: each exported best path with its outbound attributes
-    /// (the Adj-RIB-Out, derived from the Loc-RIB; nothing of it is stored).
+    /// and path id 0 (the Adj-RIB-Out, derived from the Loc-RIB; nothing of it is stored),
+    /// and for ADD-PATH families every path sent, with its path id (from the sent lists).
     pub fn exported(
         &self,
         peer: PeerId,
         rib: &Rib,
-    ) -> Result<Vec<(Prefix, Arc<PathAttrs>)>, GroupError> {
+    ) -> Result<Vec<(Prefix, u32, Arc<PathAttrs>)>, GroupError> {
         let id = self
             .member_of
             .get(&peer)
@@ -1145,23 +1146,29 @@ impl UpdateGroups {
         if scratch.key.plain_v4() {
             for (p, best) in rib.v4().iter_best() {
                 if let Some(a) = scratch.export(Prefix::V4(*p), best, rib) {
-                    out.push((Prefix::V4(*p), a));
+                    out.push((Prefix::V4(*p), 0, a));
                 }
             }
         }
         if scratch.key.plain_v6() {
             for (p, best) in rib.v6().iter_best() {
                 if let Some(a) = scratch.export(Prefix::V6(*p), best, rib) {
-                    out.push((Prefix::V6(*p), a));
+                    out.push((Prefix::V6(*p), 0, a));
                 }
             }
         }
         // ADD-PATH families: every path sent, one entry each.
         for (p, list) in &g.sent_v4 {
-            out.extend(list.iter().map(|s| (Prefix::V4(*p), s.attrs.clone())));
+            out.extend(
+                list.iter()
+                    .map(|s| (Prefix::V4(*p), s.path_id, s.attrs.clone())),
+            );
         }
         for (p, list) in &g.sent_v6 {
-            out.extend(list.iter().map(|s| (Prefix::V6(*p), s.attrs.clone())));
+            out.extend(
+                list.iter()
+                    .map(|s| (Prefix::V6(*p), s.path_id, s.attrs.clone())),
+            );
         }
         Ok(out)
     }

@@ -38,8 +38,8 @@ use crate::rib::out::{GroupKey, OutBatch, UpdateGroups};
 use crate::rib::rules::ExportTarget;
 use crate::rib::{PeerId, PeerInfo, Prefix, Rib, RibConfig};
 use crate::session::{
-    Command, ConnectFailure, MessageCounters, SessionConfig, SessionEvent, SessionEventKind,
-    incoming_channel, spawn_counted,
+    Command, ConnectFailure, Connector, MessageCounters, NotBefore, SessionConfig, SessionEvent,
+    SessionEventKind, incoming_channel, spawn_counted,
 };
 use crate::wire::{
     Afi, Asn, DecodeContext, Family, Message, Notification, RouteRefresh, RouteRefreshSubtype,
@@ -65,6 +65,10 @@ struct Inbound {
 
 /// How often a peer's graceful restart may skip the idle hold (see `Loop::down`).
 const QUICK_RESTART_INTERVAL: Duration = Duration::from_secs(60);
+/// A session replaced for a configuration change connects out no sooner than this after the
+/// old one sent its Cease (capped at half the ConnectRetry time), so the peer has torn its
+/// side down first (see [`crate::session::NotBefore`]).
+const RESET_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
 /// One configured peer.
 struct Peer {
@@ -375,7 +379,7 @@ impl Loop {
         self.policy(cfg.address, "export_policy", &cfg.export_policy)?;
         let id = PeerId(self.next_peer_id);
         self.next_peer_id += 1;
-        let peer = self.spawn_session(cfg, id)?;
+        let peer = self.spawn_session(cfg, id, Duration::ZERO)?;
         info!(peer = %peer.cfg.address, asn = peer.cfg.remote_asn, "peer added");
         self.by_id.insert(id, peer.cfg.address);
         self.peers.insert(peer.cfg.address, peer);
@@ -383,7 +387,13 @@ impl Loop {
     }
 
     /// Starts a session for `cfg` (registering it with the transport) as a new [`Peer`].
-    fn spawn_session(&mut self, cfg: PeerConfig, id: PeerId) -> Result<Peer, SpeakerError> {
+    /// Its first outgoing connection waits `delay` (incoming ones are taken at once).
+    fn spawn_session(
+        &mut self,
+        cfg: PeerConfig,
+        id: PeerId,
+        delay: Duration,
+    ) -> Result<Peer, SpeakerError> {
         let (in_tx, in_rx) = incoming_channel();
         self.transport.register(&cfg, in_tx)?;
         let generation = self.next_generation;
@@ -396,7 +406,15 @@ impl Loop {
                 local: self.local_config(&cfg),
                 fsm: cfg.fsm_config(),
             },
-            self.transport.connector(&cfg),
+            self.transport
+                .connector(&cfg)
+                .map(|c| -> Arc<dyn Connector> {
+                    if delay.is_zero() {
+                        c
+                    } else {
+                        Arc::new(NotBefore::new(c, tokio::time::Instant::now() + delay))
+                    }
+                }),
             in_rx,
             ev_tx,
             counters.clone(),
@@ -515,7 +533,8 @@ impl Loop {
         };
         old.send(Command::Shutdown(Cease::new(Cease::OTHER_CONFIG_CHANGE)));
         self.by_generation.remove(&old.generation);
-        let mut new = match self.spawn_session(cfg, old.id) {
+        let delay = RESET_RECONNECT_DELAY.min(cfg.connect_retry / 2);
+        let mut new = match self.spawn_session(cfg, old.id, delay) {
             Ok(p) => p,
             Err(e) => {
                 // The transport refused the new configuration: keep the old one running.
@@ -1435,13 +1454,13 @@ impl Loop {
             .exported(p.id, &self.rib)
             .unwrap_or_default()
             .into_iter()
-            .map(|(prefix, a)| AdjRoute {
+            .map(|(prefix, path_id, a)| AdjRoute {
                 prefix,
-                path_id: 0,
+                path_id,
                 attrs: PathAttrsView::from(&*a),
             })
             .collect();
-        out.sort_by_key(|a| a.prefix);
+        out.sort_by_key(|a| (a.prefix, a.path_id));
         Ok(out)
     }
 

@@ -1,0 +1,696 @@
+//! RFC 7911 ADD-PATH send in the update groups: path-id assignment (smallest free, stable while
+//! the path lives, withdrawn by its own id), every exportable path advertised with export rules
+//! applied per path, the RIB's touched-prefix stream, packing at the message-size limit with
+//! path ids, group keying, route refresh and Adj-RIB-Out counts. Everything is decoded from the
+//! bytes the group would send.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use tabby_bgp::policy::{Policy, Verdict};
+use tabby_bgp::rib::out::{GroupId, GroupKey, Sent, UpdateGroups, diff_paths, smallest_free_id};
+use tabby_bgp::rib::rules::ExportTarget;
+use tabby_bgp::rib::{NextHop, NextHopMode, PathAttrs, PeerId, PeerInfo, PeerType, Rib, RibConfig};
+use tabby_bgp::wire::{
+    AsPath, Asn, AttributeValue, Community, DecodeContext, Ipv4Nlri, Ipv4Prefix, Message, Origin,
+    Update, decode_message,
+};
+
+const LOCAL_AS: u32 = 64512;
+const RID: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
+
+fn p4(s: &str) -> Ipv4Prefix {
+    s.parse().unwrap()
+}
+
+fn cx() -> DecodeContext {
+    DecodeContext {
+        four_octet_as: true,
+        ..DecodeContext::default()
+    }
+}
+
+fn peer(id: u32, t: PeerType, asn: u32) -> PeerInfo {
+    PeerInfo {
+        id: PeerId(id),
+        peer_type: t,
+        asn: Asn(asn),
+        router_id: Ipv4Addr::new(10, 0, 0, id as u8),
+        address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, id as u8)),
+    }
+}
+
+fn accept_all() -> Arc<Policy> {
+    Arc::new(Policy::all("accept-all", Verdict::Accept))
+}
+
+fn announce(prefixes: &[&str], nh: [u8; 4], path: &[u32], extra: Vec<AttributeValue>) -> Update {
+    let mut attributes = vec![
+        AttributeValue::Origin(Origin::Igp).into(),
+        AttributeValue::AsPath(AsPath::sequence(path.iter().copied())).into(),
+        AttributeValue::NextHop(Ipv4Addr::from(nh)).into(),
+    ];
+    attributes.extend(extra.into_iter().map(Into::into));
+    Update {
+        attributes,
+        nlri: prefixes.iter().map(|p| Ipv4Nlri::new(p4(p))).collect(),
+        ..Update::default()
+    }
+}
+
+fn withdraw(prefixes: &[&str]) -> Update {
+    Update {
+        withdrawn: prefixes.iter().map(|p| Ipv4Nlri::new(p4(p))).collect(),
+        ..Update::default()
+    }
+}
+
+fn key(t: PeerType, asn: u32, add_path: bool) -> GroupKey {
+    GroupKey {
+        target: ExportTarget {
+            peer_type: t,
+            peer_asn: Asn(asn),
+            next_hop_mode: NextHopMode::Auto,
+        },
+        export_policy: None,
+        four_octet_as: true,
+        extended_message: false,
+        extended_next_hop: false,
+        ipv4: true,
+        ipv6: false,
+        local_v4: Some(Ipv4Addr::new(192, 0, 2, 100)),
+        local_v6: None,
+        add_path_v4: add_path,
+        add_path_v6: false,
+    }
+}
+
+/// A RIB with three eBGP sources (accept-all import), an iBGP non-client and an RR client.
+fn rib() -> Rib {
+    let mut r = Rib::new(RibConfig::new(Asn(LOCAL_AS), RID));
+    for p in [
+        peer(1, PeerType::Ebgp, 65001),
+        peer(2, PeerType::Ebgp, 65002),
+        peer(3, PeerType::Ebgp, 65003),
+        peer(4, PeerType::Ibgp, LOCAL_AS),
+        peer(5, PeerType::RrClient, LOCAL_AS),
+    ] {
+        r.add_peer(p, Some(accept_all()), None).unwrap();
+    }
+    r
+}
+
+/// What the routes sent to a member look like, from the decoded bytes: (prefix, path id) →
+/// next hop, applying announcements and withdrawals in order.
+#[derive(Default, Debug)]
+struct Receiver {
+    routes: BTreeMap<(Ipv4Prefix, Option<u32>), Ipv4Addr>,
+    withdrawn: Vec<(Ipv4Prefix, Option<u32>)>,
+    announced: Vec<(Ipv4Prefix, Option<u32>)>,
+}
+
+impl Receiver {
+    fn apply(&mut self, updates: &[Update]) {
+        for u in updates {
+            for w in &u.withdrawn {
+                self.withdrawn.push((w.prefix, w.path_id));
+                self.routes.remove(&(w.prefix, w.path_id));
+            }
+            let nh = match u.attribute(tabby_bgp::wire::attribute::code::NEXT_HOP) {
+                Some(AttributeValue::NextHop(a)) => Some(*a),
+                _ => None,
+            };
+            for n in &u.nlri {
+                self.announced.push((n.prefix, n.path_id));
+                self.routes
+                    .insert((n.prefix, n.path_id), nh.expect("NEXT_HOP with NLRI"));
+            }
+        }
+    }
+
+    fn ids(&self, prefix: &str) -> BTreeSet<Option<u32>> {
+        let p = p4(prefix);
+        self.routes
+            .keys()
+            .filter(|(x, _)| *x == p)
+            .map(|(_, id)| *id)
+            .collect()
+    }
+
+    fn id_of(&self, prefix: &str, nh: [u8; 4]) -> Option<u32> {
+        let p = p4(prefix);
+        self.routes
+            .iter()
+            .find(|((x, _), n)| *x == p && **n == Ipv4Addr::from(nh))
+            .and_then(|((_, id), _)| *id)
+    }
+
+    fn clear_log(&mut self) {
+        self.withdrawn.clear();
+        self.announced.clear();
+    }
+}
+
+/// Encodes with the group's context and decodes again: the tests see the real bytes.
+fn wire(groups: &UpdateGroups, group: GroupId, updates: Vec<Update>) -> Vec<Update> {
+    let batch = tabby_bgp::rib::out::OutBatch {
+        group,
+        members: Vec::new(),
+        updates,
+    };
+    let k = groups.group(group).unwrap().key().clone();
+    groups
+        .encode(&batch)
+        .unwrap()
+        .iter()
+        .map(|b| {
+            assert!(
+                b.len() <= 4096,
+                "RFC 4271 §4: message of {} octets",
+                b.len()
+            );
+            match decode_message(b, &k.context()).unwrap() {
+                Message::Update(u) => u,
+                m => panic!("not an UPDATE: {m:?}"),
+            }
+        })
+        .collect()
+}
+
+/// Runs the RIB's changes through the groups and returns each group's decoded UPDATEs.
+fn step(r: &mut Rib, g: &mut UpdateGroups) -> BTreeMap<GroupId, Vec<Update>> {
+    let changes = r.take_changes();
+    g.process(&changes, r);
+    let batches = g.flush().unwrap();
+    let mut out = BTreeMap::new();
+    for b in batches {
+        out.insert(b.group, wire(g, b.group, b.updates));
+    }
+    r.purge();
+    out
+}
+
+fn attrs(n: u8) -> Arc<PathAttrs> {
+    Arc::new(PathAttrs::new(NextHop::V4(Ipv4Addr::new(192, 0, 2, n))))
+}
+
+#[test]
+fn path_ids_smallest_free_stable_and_withdrawn_by_id() {
+    let (a, b, c, d) = (attrs(1), attrs(2), attrs(3), attrs(4));
+    let mut released = 0;
+    let mut sent: Vec<Sent> = Vec::new();
+    // Two paths: ids 1 and 2 in RIB order.
+    let out = diff_paths(
+        &mut sent,
+        vec![(PeerId(1), 0, a.clone()), (PeerId(2), 0, b.clone())],
+        |_| released += 1,
+    );
+    assert_eq!(
+        out.iter()
+            .map(|(id, x)| (*id, x.is_some()))
+            .collect::<Vec<_>>(),
+        vec![(1, true), (2, true)]
+    );
+    // The same again, in the other order: nothing to send, ids kept, both offered sets
+    // released (the list already holds them).
+    let out = diff_paths(
+        &mut sent,
+        vec![(PeerId(2), 0, b.clone()), (PeerId(1), 0, a.clone())],
+        |_| released += 1,
+    );
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(released, 2);
+    // A third path (a second path id from peer 1): id 3; the others untouched.
+    let out = diff_paths(
+        &mut sent,
+        vec![
+            (PeerId(1), 0, a.clone()),
+            (PeerId(2), 0, b.clone()),
+            (PeerId(1), 7, c.clone()),
+        ],
+        |_| {},
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, 3);
+    // Peer 1's first path goes: withdrawn by its own id (1) alone.
+    let out = diff_paths(
+        &mut sent,
+        vec![(PeerId(2), 0, b.clone()), (PeerId(1), 7, c.clone())],
+        |_| {},
+    );
+    assert_eq!(
+        out.iter()
+            .map(|(id, x)| (*id, x.is_some()))
+            .collect::<Vec<_>>(),
+        vec![(1, false)]
+    );
+    // New attributes for peer 2's path: re-announced under the same id 2.
+    let out = diff_paths(
+        &mut sent,
+        vec![(PeerId(2), 0, d.clone()), (PeerId(1), 7, c.clone())],
+        |_| {},
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, 2);
+    assert!(Arc::ptr_eq(out[0].1.as_ref().unwrap(), &d));
+    // A re-added path gets the smallest free id: 1 again.
+    let out = diff_paths(
+        &mut sent,
+        vec![
+            (PeerId(2), 0, d.clone()),
+            (PeerId(1), 7, c.clone()),
+            (PeerId(1), 0, a.clone()),
+        ],
+        |_| {},
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, 1);
+    let mut ids: Vec<(u32, u32, u32)> = sent
+        .iter()
+        .map(|s| (s.path_id, s.peer.0, s.source_path_id))
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![(1, 1, 0), (2, 2, 0), (3, 1, 7)]);
+    // Everything goes: every id withdrawn, the list empty.
+    let out = diff_paths(&mut sent, Vec::new(), |_| {});
+    let mut w: Vec<u32> = out
+        .iter()
+        .inspect(|(_, x)| assert!(x.is_none()))
+        .map(|(id, _)| *id)
+        .collect();
+    w.sort_unstable();
+    assert_eq!(w, vec![1, 2, 3]);
+    assert!(sent.is_empty());
+    assert_eq!(smallest_free_id(&sent), 1);
+}
+
+#[test]
+fn every_path_is_advertised_with_its_own_id_and_withdrawn_alone() {
+    let mut r = rib();
+    let mut g = UpdateGroups::new();
+    // An RR client with ADD-PATH and one without: different groups.
+    let (ga, dump_a) = g
+        .join(
+            PeerId(20),
+            key(PeerType::RrClient, LOCAL_AS, true),
+            None,
+            &r,
+        )
+        .unwrap();
+    let (gp, dump_p) = g
+        .join(
+            PeerId(21),
+            key(PeerType::RrClient, LOCAL_AS, false),
+            None,
+            &r,
+        )
+        .unwrap();
+    assert_ne!(ga, gp, "ADD-PATH and plain peers never share a group");
+    assert!(dump_a.is_empty() && dump_p.is_empty());
+    assert!(g.any_add_path());
+    r.set_track_paths(g.any_add_path());
+
+    // Two eBGP peers announce the same prefix; peer 1 has the shorter AS path (best).
+    r.receive(
+        PeerId(1),
+        &announce(&["10.1.0.0/24"], [192, 0, 2, 1], &[65001], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    r.receive(
+        PeerId(2),
+        &announce(&["10.1.0.0/24"], [192, 0, 2, 2], &[65002, 65009], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    let out = step(&mut r, &mut g);
+    let (mut ra, mut rp) = (Receiver::default(), Receiver::default());
+    ra.apply(&out[&ga]);
+    rp.apply(&out[&gp]);
+    assert_eq!(ra.ids("10.1.0.0/24"), BTreeSet::from([Some(1), Some(2)]));
+    assert_eq!(ra.id_of("10.1.0.0/24", [192, 0, 2, 1]), Some(1));
+    assert_eq!(ra.id_of("10.1.0.0/24", [192, 0, 2, 2]), Some(2));
+    // The plain peer: the best path alone, without a path id.
+    assert_eq!(rp.routes.len(), 1);
+    assert_eq!(
+        rp.routes.get(&(p4("10.1.0.0/24"), None)),
+        Some(&Ipv4Addr::new(192, 0, 2, 1))
+    );
+
+    // An unrelated prefix from peer 3: the ids of 10.1 do not move, and nothing is re-sent
+    // for it.
+    ra.clear_log();
+    r.receive(
+        PeerId(3),
+        &announce(&["10.9.0.0/24"], [192, 0, 2, 3], &[65003], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    let out = step(&mut r, &mut g);
+    ra.apply(&out[&ga]);
+    assert_eq!(ra.announced, vec![(p4("10.9.0.0/24"), Some(1))]);
+    assert_eq!(ra.id_of("10.1.0.0/24", [192, 0, 2, 1]), Some(1));
+    assert_eq!(ra.id_of("10.1.0.0/24", [192, 0, 2, 2]), Some(2));
+
+    // The non-best path is withdrawn: the ADD-PATH peer gets exactly that id withdrawn, the
+    // plain peer nothing (its best did not change).
+    ra.clear_log();
+    rp.clear_log();
+    r.receive(PeerId(2), &withdraw(&["10.1.0.0/24"]), &cx())
+        .unwrap();
+    let out = step(&mut r, &mut g);
+    ra.apply(&out[&ga]);
+    assert_eq!(ra.withdrawn, vec![(p4("10.1.0.0/24"), Some(2))]);
+    assert!(ra.announced.is_empty());
+    assert_eq!(ra.ids("10.1.0.0/24"), BTreeSet::from([Some(1)]));
+    assert!(!out.contains_key(&gp), "plain group: nothing to send");
+
+    // Peer 2 comes back: the smallest free id (2) again.
+    ra.clear_log();
+    r.receive(
+        PeerId(2),
+        &announce(&["10.1.0.0/24"], [192, 0, 2, 2], &[65002, 65009], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    let out = step(&mut r, &mut g);
+    ra.apply(&out[&ga]);
+    assert_eq!(ra.announced, vec![(p4("10.1.0.0/24"), Some(2))]);
+
+    // The best path's session goes down: its id (1) is withdrawn, id 2 stays; the plain peer
+    // gets the new best.
+    ra.clear_log();
+    rp.clear_log();
+    r.peer_down(PeerId(1)).unwrap();
+    let out = step(&mut r, &mut g);
+    ra.apply(&out[&ga]);
+    rp.apply(&out[&gp]);
+    assert_eq!(ra.withdrawn, vec![(p4("10.1.0.0/24"), Some(1))]);
+    assert_eq!(ra.ids("10.1.0.0/24"), BTreeSet::from([Some(2)]));
+    assert_eq!(
+        rp.routes.get(&(p4("10.1.0.0/24"), None)),
+        Some(&Ipv4Addr::new(192, 0, 2, 2))
+    );
+
+    // Adj-RIB-Out: counted per path; route refresh and a second member's dump carry the same
+    // ids as the stream.
+    let counts: BTreeMap<GroupId, u32> = g.advertised_counts(&r).into_iter().collect();
+    assert_eq!(counts[&ga], 2, "10.1 (peer 2) and 10.9");
+    assert_eq!(counts[&gp], 2);
+    let mut refreshed = Receiver::default();
+    refreshed.apply(&wire(&g, ga, g.refresh(PeerId(20), &r).unwrap()));
+    assert_eq!(refreshed.routes, ra.routes);
+    let (ga2, dump) = g
+        .join(
+            PeerId(22),
+            key(PeerType::RrClient, LOCAL_AS, true),
+            None,
+            &r,
+        )
+        .unwrap();
+    assert_eq!(ga2, ga);
+    let mut second = Receiver::default();
+    second.apply(&wire(&g, ga, dump));
+    assert_eq!(second.routes, ra.routes);
+    let exported = g.exported(PeerId(20), &r).unwrap();
+    let mut ids: Vec<(Ipv4Prefix, u32)> = exported
+        .iter()
+        .map(|(p, id, _)| match p {
+            tabby_bgp::rib::Prefix::V4(x) => (*x, *id),
+            _ => panic!("IPv6 in an IPv4 group"),
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![(p4("10.1.0.0/24"), 2), (p4("10.9.0.0/24"), 1)]);
+
+    // The last ADD-PATH member leaves: the group goes, the RIB may stop tracking.
+    g.leave(PeerId(20)).unwrap();
+    g.leave(PeerId(22)).unwrap();
+    assert!(!g.any_add_path());
+}
+
+#[test]
+fn a_group_made_on_a_full_table_starts_from_every_path() {
+    let mut r = rib();
+    r.receive(
+        PeerId(1),
+        &announce(
+            &["10.1.0.0/24", "10.2.0.0/24"],
+            [192, 0, 2, 1],
+            &[65001],
+            vec![],
+        ),
+        &cx(),
+    )
+    .unwrap();
+    r.receive(
+        PeerId(2),
+        &announce(&["10.1.0.0/24"], [192, 0, 2, 2], &[65002], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    let _ = r.take_changes();
+    let mut g = UpdateGroups::new();
+    let (ga, dump) = g
+        .join(
+            PeerId(20),
+            key(PeerType::RrClient, LOCAL_AS, true),
+            None,
+            &r,
+        )
+        .unwrap();
+    let mut ra = Receiver::default();
+    ra.apply(&wire(&g, ga, dump));
+    assert_eq!(ra.ids("10.1.0.0/24"), BTreeSet::from([Some(1), Some(2)]));
+    assert_eq!(ra.ids("10.2.0.0/24"), BTreeSet::from([Some(1)]));
+    // Tracking on only now: a path added afterwards reaches the group although it is not
+    // the best (a longer AS path).
+    r.set_track_paths(true);
+    r.receive(
+        PeerId(3),
+        &announce(
+            &["10.2.0.0/24"],
+            [192, 0, 2, 3],
+            &[65003, 65009, 65009],
+            vec![],
+        ),
+        &cx(),
+    )
+    .unwrap();
+    let changes = r.take_changes();
+    assert!(changes.v4.is_empty(), "not a best-path change");
+    assert_eq!(changes.touched_v4, vec![p4("10.2.0.0/24")]);
+    g.process(&changes, &r);
+    let b = g.flush().unwrap();
+    ra.apply(&wire(&g, ga, b[0].updates.clone()));
+    assert_eq!(ra.id_of("10.2.0.0/24", [192, 0, 2, 3]), Some(2));
+}
+
+#[test]
+fn untracked_rib_reports_no_touched_prefixes() {
+    let mut r = rib();
+    assert!(!r.tracks_paths());
+    r.receive(
+        PeerId(1),
+        &announce(&["10.1.0.0/24"], [192, 0, 2, 1], &[65001], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    r.receive(
+        PeerId(2),
+        &announce(&["10.1.0.0/24"], [192, 0, 2, 2], &[65002, 65009], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    let c = r.take_changes();
+    assert_eq!(c.v4.len(), 1, "only the first path changed the best");
+    assert!(c.touched_v4.is_empty() && c.touched_v6.is_empty());
+    r.set_track_paths(true);
+    r.peer_down(PeerId(2)).unwrap();
+    let c = r.take_changes();
+    assert!(c.v4.is_empty());
+    assert_eq!(c.touched_v4, vec![p4("10.1.0.0/24")]);
+}
+
+#[test]
+fn export_rules_apply_per_path() {
+    let mut r = rib();
+    let mut g = UpdateGroups::new();
+    // An iBGP non-client with ADD-PATH: paths learned over iBGP are not for it (RFC 4271
+    // §9.2, RFC 4456 §8); an eBGP peer with ADD-PATH: NO_EXPORT paths are not for it, and
+    // its own AS is prepended by us (the AS path is ours first).
+    let (gi, _) = g
+        .join(PeerId(20), key(PeerType::Ibgp, LOCAL_AS, true), None, &r)
+        .unwrap();
+    let mut ke = key(PeerType::Ebgp, 65100, true);
+    ke.export_policy = Some("accept-all".into());
+    let (ge, _) = g.join(PeerId(21), ke, Some(accept_all()), &r).unwrap();
+    r.set_track_paths(true);
+    // Four paths for one prefix: eBGP (1), eBGP with NO_EXPORT (2), iBGP non-client (4), RR
+    // client (5).
+    r.receive(
+        PeerId(1),
+        &announce(&["10.5.0.0/24"], [192, 0, 2, 1], &[65001], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    r.receive(
+        PeerId(2),
+        &announce(
+            &["10.5.0.0/24"],
+            [192, 0, 2, 2],
+            &[65002],
+            vec![AttributeValue::Communities(vec![Community::NO_EXPORT])],
+        ),
+        &cx(),
+    )
+    .unwrap();
+    r.receive(
+        PeerId(4),
+        &announce(
+            &["10.5.0.0/24"],
+            [192, 0, 2, 4],
+            &[],
+            vec![AttributeValue::LocalPref(100)],
+        ),
+        &cx(),
+    )
+    .unwrap();
+    r.receive(
+        PeerId(5),
+        &announce(
+            &["10.5.0.0/24"],
+            [192, 0, 2, 5],
+            &[],
+            vec![AttributeValue::LocalPref(100)],
+        ),
+        &cx(),
+    )
+    .unwrap();
+    assert_eq!(
+        r.paths(&tabby_bgp::rib::Prefix::V4(p4("10.5.0.0/24")))
+            .len(),
+        4
+    );
+    let out = step(&mut r, &mut g);
+    let (mut ri, mut re) = (Receiver::default(), Receiver::default());
+    ri.apply(&out[&gi]);
+    re.apply(&out[&ge]);
+    // iBGP non-client: the two eBGP paths and the client's (reflected), not the iBGP one.
+    let nh: BTreeSet<Ipv4Addr> = ri.routes.values().copied().collect();
+    assert_eq!(
+        nh,
+        BTreeSet::from([
+            Ipv4Addr::new(192, 0, 2, 1),
+            Ipv4Addr::new(192, 0, 2, 2),
+            Ipv4Addr::new(192, 0, 2, 5),
+        ])
+    );
+    assert_eq!(ri.ids("10.5.0.0/24").len(), 3);
+    // eBGP: everything but NO_EXPORT, next hop self; three paths, three ids.
+    assert_eq!(re.ids("10.5.0.0/24").len(), 3, "{re:?}");
+    assert!(
+        re.routes
+            .values()
+            .all(|n| *n == Ipv4Addr::new(192, 0, 2, 100))
+    );
+    for u in &out[&ge] {
+        if let Some(AttributeValue::AsPath(p)) =
+            u.attribute(tabby_bgp::wire::attribute::code::AS_PATH)
+        {
+            let first = p.segments.first().and_then(|s| s.asns.first()).copied();
+            assert_eq!(first, Some(Asn(LOCAL_AS)), "prepended: {p:?}");
+        }
+    }
+    // The NO_EXPORT path goes: nothing for the eBGP peer, its id withdrawn for the iBGP one.
+    ri.clear_log();
+    let nx = ri.id_of("10.5.0.0/24", [192, 0, 2, 2]);
+    r.receive(PeerId(2), &withdraw(&["10.5.0.0/24"]), &cx())
+        .unwrap();
+    let out = step(&mut r, &mut g);
+    assert!(!out.contains_key(&ge));
+    ri.apply(&out[&gi]);
+    assert_eq!(ri.withdrawn, vec![(p4("10.5.0.0/24"), nx)]);
+}
+
+#[test]
+fn packing_with_path_ids_fills_messages_to_the_limit() {
+    let mut r = rib();
+    // 3000 /24s from two peers, with attribute sets the groups keep apart by source: 6000
+    // paths, 8 octets each on the wire (path id, length, 3 octets).
+    let prefixes: Vec<String> = (0..3000u32)
+        .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+        .collect();
+    let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    for chunk in refs.chunks(500) {
+        r.receive(
+            PeerId(1),
+            &announce(chunk, [192, 0, 2, 1], &[65001], vec![]),
+            &cx(),
+        )
+        .unwrap();
+        r.receive(
+            PeerId(2),
+            &announce(chunk, [192, 0, 2, 2], &[65002, 65009], vec![]),
+            &cx(),
+        )
+        .unwrap();
+    }
+    let mut g = UpdateGroups::new();
+    let (ga, dump) = g
+        .join(
+            PeerId(20),
+            key(PeerType::RrClient, LOCAL_AS, true),
+            None,
+            &r,
+        )
+        .unwrap();
+    let batch = tabby_bgp::rib::out::OutBatch {
+        group: ga,
+        members: Vec::new(),
+        updates: dump.clone(),
+    };
+    let bytes = g.encode(&batch).unwrap();
+    assert_eq!(bytes.len(), dump.len());
+    // Two attribute sets, each with 3000 NLRI of 8 octets: every message but the last of
+    // each set within 8 octets of the limit, none above it.
+    let mut per_set: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (b, u) in bytes.iter().zip(&dump) {
+        assert!(b.len() <= 4096);
+        let nh = match u.attribute(tabby_bgp::wire::attribute::code::NEXT_HOP) {
+            Some(AttributeValue::NextHop(a)) => a.octets()[3] as usize,
+            _ => panic!("no NEXT_HOP"),
+        };
+        per_set.entry(nh).or_default().push(b.len());
+    }
+    assert_eq!(per_set.len(), 2);
+    for lens in per_set.values() {
+        for l in &lens[..lens.len() - 1] {
+            assert!(
+                *l > 4096 - 8,
+                "message of {l} octets could hold another NLRI"
+            );
+        }
+    }
+    let mut ra = Receiver::default();
+    ra.apply(&wire(&g, ga, dump));
+    assert_eq!(ra.routes.len(), 6000);
+    assert_eq!(ra.id_of("10.11.183.0/24", [192, 0, 2, 1]), Some(1));
+    assert_eq!(ra.id_of("10.11.183.0/24", [192, 0, 2, 2]), Some(2));
+
+    // Withdrawals by id pack the same way: 3000 × 8 octets.
+    r.set_track_paths(true);
+    for chunk in refs.chunks(500) {
+        r.receive(PeerId(2), &withdraw(chunk), &cx()).unwrap();
+    }
+    let out = step(&mut r, &mut g);
+    let ups = &out[&ga];
+    ra.clear_log();
+    ra.apply(ups);
+    assert_eq!(ra.withdrawn.len(), 3000);
+    assert!(ra.withdrawn.iter().all(|(_, id)| *id == Some(2)));
+    assert_eq!(ra.routes.len(), 3000);
+    // 3000 × 8 = 24000 octets of withdrawn routes at most 4096 − 23 per message: 6 messages.
+    assert_eq!(ups.len(), 6, "{}", ups.len());
+}
