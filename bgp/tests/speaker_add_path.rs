@@ -1,0 +1,214 @@
+//! RFC 7911 ADD-PATH send between whole speakers over the in-process network, on tokio's paused
+//! clock: two peers announce the same prefix to a speaker, which sends both paths with distinct
+//! path identifiers to a peer that asked to receive several, and the best one alone to a plain
+//! peer; a withdrawal removes exactly that path's id.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use tabby_bgp::fsm::State;
+use tabby_bgp::policy::{PolicyConfig, Verdict};
+use tabby_bgp::rib::{NextHop, PathAttrs, Prefix};
+use tabby_bgp::speaker::{AdjRoute, MemoryNetwork, PeerConfig, PeerStatus, Speaker, SpeakerConfig};
+
+/// The speaker under test, the two sources, the ADD-PATH receiver and the plain peer.
+const T: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const C: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+const D: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 4);
+const E: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+
+fn ip(a: Ipv4Addr) -> IpAddr {
+    IpAddr::V4(a)
+}
+
+fn p(s: &str) -> Prefix {
+    Prefix::V4(s.parse().unwrap())
+}
+
+async fn start(net: &MemoryNetwork, me: Ipv4Addr, asn: u32) -> Speaker {
+    let s =
+        Speaker::start_with_transport(SpeakerConfig::new(asn, me), net.transport(ip(me))).unwrap();
+    s.set_policy(PolicyConfig {
+        name: "all".into(),
+        rules: Vec::new(),
+        default: Verdict::Accept,
+    })
+    .await
+    .unwrap();
+    s
+}
+
+/// eBGP with accept-all policies both ways (RFC 8212).
+fn peer(addr: Ipv4Addr, asn: u32) -> PeerConfig {
+    let mut c = PeerConfig::new(ip(addr), asn);
+    c.hold_time = Duration::from_secs(30);
+    c.connect_retry = Duration::from_secs(2);
+    c.import_policy = Some("all".into());
+    c.export_policy = Some("all".into());
+    c
+}
+
+async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn status(s: &Speaker, peer: Ipv4Addr) -> PeerStatus {
+    s.peers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|x| x.address == ip(peer))
+        .expect("peer configured")
+}
+
+async fn established(s: &Speaker, peer: Ipv4Addr) {
+    eventually(Duration::from_secs(60), "Established", || async {
+        (status(s, peer).await.state == State::Established).then_some(())
+    })
+    .await
+}
+
+/// (path id, AS path) of every route `s` holds from `from`, sorted.
+async fn held(s: &Speaker, from: Ipv4Addr) -> Vec<(u32, String)> {
+    let routes: Vec<AdjRoute> = s.adj_rib_in(ip(from)).await.unwrap();
+    let mut v: Vec<(u32, String)> = routes
+        .into_iter()
+        .filter(|r| r.prefix == p("10.1.0.0/24"))
+        .map(|r| (r.path_id, r.attrs.as_path.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits until `s` holds exactly `want` from `from`.
+async fn expect_held(s: &Speaker, from: Ipv4Addr, want: &[(u32, &str)]) {
+    let want: Vec<(u32, String)> = want.iter().map(|(i, a)| (*i, a.to_string())).collect();
+    let what = format!("{want:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = held(s, from).await;
+        if got == want {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out waiting for {what}; holds {got:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn add_path_receiver_gets_every_path_and_a_plain_peer_the_best() {
+    let net = MemoryNetwork::new();
+    let t = start(&net, T, 65000).await;
+    let b = start(&net, B, 65001).await;
+    let c = start(&net, C, 65002).await;
+    let d = start(&net, D, 65004).await;
+    let e = start(&net, E, 65005).await;
+
+    // T sends several paths to D only; D asks to receive them.
+    let mut to_d = peer(D, 65004);
+    to_d.add_path.ipv4_send = true;
+    let mut from_t = peer(T, 65000);
+    from_t.add_path.ipv4_receive = true;
+    for (addr, asn) in [(B, 65001), (C, 65002), (E, 65005)] {
+        t.add_peer(peer(addr, asn)).await.unwrap();
+    }
+    t.add_peer(to_d).await.unwrap();
+    d.add_peer(from_t).await.unwrap();
+    for s in [&b, &c, &e] {
+        s.add_peer(peer(T, 65000)).await.unwrap();
+    }
+    for x in [B, C, D, E] {
+        established(&t, x).await;
+    }
+
+    // B's path is shorter (best); C's is one AS longer. B's first, so that it gets id 1.
+    let attrs = PathAttrs::new(NextHop::V4(Ipv4Addr::UNSPECIFIED));
+    b.originate(p("10.1.0.0/24"), attrs.clone()).await.unwrap();
+    expect_held(&d, T, &[(1, "65000 65001")]).await;
+    let mut longer = attrs.clone();
+    longer.as_path = tabby_bgp::wire::AsPath::sequence([65002]);
+    c.originate(p("10.1.0.0/24"), longer).await.unwrap();
+
+    // D: both paths, distinct ids.
+    expect_held(&d, T, &[(1, "65000 65001"), (2, "65000 65002 65002")]).await;
+    // E: the best alone, without a path id.
+    expect_held(&e, T, &[(0, "65000 65001")]).await;
+    // T's Adj-RIB-Out and counters agree.
+    let out = t.adj_rib_out(ip(D)).await.unwrap();
+    let ids: Vec<u32> = out.iter().map(|r| r.path_id).collect();
+    assert_eq!(ids, vec![1, 2]);
+    assert_eq!(status(&t, D).await.prefixes_advertised, 2);
+    assert_eq!(status(&t, E).await.prefixes_advertised, 1);
+    let d_msgs = status(&d, T).await.messages_received.update;
+
+    // C withdraws: D loses id 2 alone, E sees no change.
+    assert!(c.withdraw(p("10.1.0.0/24")).await.unwrap());
+    expect_held(&d, T, &[(1, "65000 65001")]).await;
+    expect_held(&e, T, &[(0, "65000 65001")]).await;
+    assert_eq!(status(&t, D).await.prefixes_advertised, 1);
+    assert!(status(&d, T).await.messages_received.update > d_msgs);
+
+    // B withdraws too, then C announces again: D gets C's path under the smallest free id,
+    // and E the new best.
+    assert!(b.withdraw(p("10.1.0.0/24")).await.unwrap());
+    expect_held(&d, T, &[]).await;
+    let mut longer = attrs.clone();
+    longer.as_path = tabby_bgp::wire::AsPath::sequence([65002]);
+    c.originate(p("10.1.0.0/24"), longer).await.unwrap();
+    expect_held(&d, T, &[(1, "65000 65002 65002")]).await;
+    expect_held(&e, T, &[(0, "65000 65002 65002")]).await;
+
+    for s in [t, b, c, d, e] {
+        s.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn add_path_send_without_a_receiving_peer_is_plain() {
+    // We offer Send, the peer does not offer Receive (RFC 7911 §4): best path, no ids.
+    let net = MemoryNetwork::new();
+    let t = start(&net, T, 65000).await;
+    let b = start(&net, B, 65001).await;
+    let c = start(&net, C, 65002).await;
+    let d = start(&net, D, 65004).await;
+    let mut to_d = peer(D, 65004);
+    to_d.add_path.ipv4_send = true;
+    for (addr, asn) in [(B, 65001), (C, 65002)] {
+        t.add_peer(peer(addr, asn)).await.unwrap();
+    }
+    t.add_peer(to_d).await.unwrap();
+    d.add_peer(peer(T, 65000)).await.unwrap();
+    for s in [&b, &c] {
+        s.add_peer(peer(T, 65000)).await.unwrap();
+    }
+    for x in [B, C, D] {
+        established(&t, x).await;
+    }
+    let attrs = PathAttrs::new(NextHop::V4(Ipv4Addr::UNSPECIFIED));
+    b.originate(p("10.1.0.0/24"), attrs.clone()).await.unwrap();
+    let mut longer = attrs;
+    longer.as_path = tabby_bgp::wire::AsPath::sequence([65002]);
+    c.originate(p("10.1.0.0/24"), longer).await.unwrap();
+    expect_held(&d, T, &[(0, "65000 65001")]).await;
+    assert_eq!(status(&t, D).await.prefixes_advertised, 1);
+    for s in [t, b, c, d] {
+        s.shutdown().await.unwrap();
+    }
+}
