@@ -32,6 +32,11 @@ use crate::routes::{ReconcilerHandle, RouteSocket, TABBY_RT_PROTO};
 
 /// After a pass whose speaker calls or API writes failed, the next pass comes this soon.
 const RETRY: Duration = Duration::from_secs(5);
+/// Between stopping the speaker for a speaker-wide change and starting the new one: the
+/// peers first tear down the sessions our Cease ended (an FRR ToR with `bgp listen range` can
+/// wedge a dynamic neighbour that reconnects within milliseconds; the speaker delays its own
+/// session resets the same way, see `tabby_bgp::session::NotBefore`).
+const SPEAKER_RESTART_PAUSE: Duration = Duration::from_secs(2);
 /// How often the sweep condition is checked while routes adopted at start are kept.
 const SWEEP_CHECK: Duration = Duration::from_millis(500);
 
@@ -208,6 +213,7 @@ impl Control {
                 "speaker-wide settings changed (AS, router id, cluster id, port or restart time); restarting the speaker"
             );
             self.stop_speaker(false).await;
+            tokio::time::sleep(SPEAKER_RESTART_PAUSE).await;
             if !self.start_speaker(&plan.local, &mut problems) {
                 self.publish(&snap, planned, problems, blocks);
                 return;

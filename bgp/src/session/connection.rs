@@ -45,6 +45,35 @@ pub trait Connector: Send + Sync {
     fn connect(&self) -> ConnectFuture;
 }
 
+/// A connector whose attempts start no earlier than `at`; later attempts go straight through.
+///
+/// Used when a session is replaced (a configuration change resets it): the old session's
+/// NOTIFICATION and close reach the peer first, and the peer has a moment to tear its side
+/// down before the new connection arrives. FRR with `bgp listen range` has been seen to wedge a
+/// dynamic neighbour that reconnects within milliseconds of its Cease — its side stays in
+/// OpenSent with the OPEN queued and unsent, ours waits for the 4-minute OpenSent hold time.
+/// Connections the peer opens are not delayed: a peer that connects is ready.
+pub struct NotBefore {
+    inner: std::sync::Arc<dyn Connector>,
+    at: tokio::time::Instant,
+}
+
+impl NotBefore {
+    pub fn new(inner: std::sync::Arc<dyn Connector>, at: tokio::time::Instant) -> NotBefore {
+        NotBefore { inner, at }
+    }
+}
+
+impl Connector for NotBefore {
+    fn connect(&self) -> ConnectFuture {
+        let (at, inner) = (self.at, self.inner.clone());
+        Box::pin(async move {
+            tokio::time::sleep_until(at).await;
+            inner.connect().await
+        })
+    }
+}
+
 /// Where a session receives connections the peer opened (from a listener or a
 /// [`MemoryConnector`]).
 pub type IncomingSender = mpsc::Sender<Connection>;

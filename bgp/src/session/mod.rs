@@ -31,7 +31,8 @@ use crate::wire::{
 };
 
 pub use connection::{
-    Connection, Connector, IncomingReceiver, IncomingSender, MemoryConnector, incoming_channel,
+    Connection, Connector, IncomingReceiver, IncomingSender, MemoryConnector, NotBefore,
+    incoming_channel,
 };
 pub use failure::ConnectFailure;
 
