@@ -1,6 +1,7 @@
 //! `tabby-bgpd` against GoBGP 3.10, each in its own network namespace over a veth: eBGP with
 //! 4-octet ASNs and iBGP, on IPv4 and IPv6 sessions, communities and large communities,
-//! withdrawals both ways.
+//! withdrawals both ways; RFC 7911 ADD-PATH in both directions (GoBGP sending us two paths,
+//! and us sending two paths on to GoBGP).
 //!
 //! Needs root, `gobgpd`/`gobgp` and the daemon binary; skips otherwise.
 
@@ -265,6 +266,153 @@ fn add_path_receive_two_paths_for_one_prefix() {
         r["paths"].as_array().is_some_and(|p| p.len() == 1)
     });
     assert_eq!(best(&r)["attrs"]["med"], 20, "{r}");
+}
+
+/// GoBGP's paths for `prefix` in its global RIB (JSON), when it has any.
+fn gobgp_paths(g: &Gobgp, prefix: &str) -> Vec<serde_json::Value> {
+    g.gobgp_json(&["global", "rib", "-a", "ipv4", prefix])
+        .ok()
+        .and_then(|v| v.get(prefix).and_then(|p| p.as_array().cloned()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn add_path_send_two_paths_to_gobgp_and_withdraw_one() {
+    if skip(&["gobgpd", "gobgp"]) {
+        return;
+    }
+    // RFC 7911 send: a second GoBGP ("source", AS 65020, its own namespace and veth to ours)
+    // sends us two paths for 198.51.100.0/24 with ADD-PATH; we send both on to GoBGP (AS
+    // 65010), which asked to receive several paths. Withdrawing one at the source leaves one.
+    const SRC: &str = "10.78.0.1";
+    const US_SRC: &str = "10.78.0.2";
+    let link = Link::new();
+    let src_ns = tabby_netlab::Netns::new().expect("netns");
+    link.us.veth_to("eth1", &src_ns, "eth0").expect("veth");
+    link.us
+        .add_addr("eth1", &format!("{US_SRC}/24"))
+        .expect("addr");
+    src_ns.add_addr("eth0", &format!("{SRC}/24")).expect("addr");
+    let neighbor = |addr: &str, asn: u32, add_paths: &str| {
+        format!(
+            "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{addr}\"\n    \
+             peer-as = {asn}\n  [neighbors.timers.config]\n    connect-retry = 1\n    \
+             hold-time = 9\n    keepalive-interval = 3\n  [[neighbors.afi-safis]]\n    \
+             [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n    \
+             [neighbors.afi-safis.add-paths.config]\n      {add_paths}\n"
+        )
+    };
+    let receiver = Gobgp::start(
+        &link.them,
+        &format!(
+            "[global.config]\n  as = 65010\n  router-id = \"{THEM4}\"\n  port = 179\n{}",
+            neighbor(US4, 65002, "receive = true")
+        ),
+    )
+    .expect("gobgpd (receiver)");
+    let source = Gobgp::start(
+        &src_ns,
+        &format!(
+            "[global.config]\n  as = 65020\n  router-id = \"{SRC}\"\n  port = 179\n{}",
+            neighbor(US_SRC, 65002, "send-max = 8")
+        ),
+    )
+    .expect("gobgpd (source)");
+    let tabby = Tabby::start(
+        &link.us,
+        &config(
+            US4,
+            65002,
+            &format!(
+                "{}{}",
+                peer(THEM4, 65010, "add_path = { send = [\"ipv4-unicast\"] }"),
+                peer(SRC, 65020, "add_path = { receive = [\"ipv4-unicast\"] }")
+            ),
+        ),
+    );
+    tabby.wait_established(THEM4, T);
+    tabby.wait_established(SRC, T);
+    receiver.wait_established(US4, T).unwrap();
+    source.wait_established(US_SRC, T).unwrap();
+    // Told apart by community (MED does not cross to another AS, RFC 4271 §5.1.4).
+    for (id, community) in [("1", "65020:1"), ("2", "65020:2")] {
+        source
+            .gobgp(&[
+                "global",
+                "rib",
+                "-a",
+                "ipv4",
+                "add",
+                "198.51.100.0/24",
+                "nexthop",
+                SRC,
+                "community",
+                community,
+                "identifier",
+                id,
+            ])
+            .expect("gobgp rib add");
+    }
+    tabby.wait_route_where("198.51.100.0/24", T, |r| {
+        r["paths"].as_array().is_some_and(|p| p.len() == 2)
+    });
+    let paths = wait_or(
+        "GoBGP to hold two paths for 198.51.100.0/24",
+        T,
+        || {
+            let p = gobgp_paths(&receiver, "198.51.100.0/24");
+            (p.len() == 2).then_some(p)
+        },
+        || format!("{}\n{}", receiver.log(), tabby.log_tail(30)),
+    );
+    // Two paths (GoBGP keeps them apart by our path ids), both through us.
+    let text = format!("{paths:?}");
+    // Communities as GoBGP prints them: 65020:n is 65020 × 65536 + n.
+    assert!(
+        text.contains("4261150721") && text.contains("4261150722"),
+        "{text}"
+    );
+    for p in &paths {
+        assert!(p.to_string().contains("[65002,65020]"), "{p}");
+    }
+    // Our Adj-RIB-Out toward GoBGP says the same: two routes, path ids 1 and 2.
+    let out = tabby
+        .json(&format!("/rib?peer={THEM4}&dir=out"))
+        .expect("adj-rib-out");
+    assert_eq!(out["count"], 2, "{out}");
+    let mut sent: Vec<u64> = out["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["path_id"].as_u64())
+        .collect();
+    sent.sort_unstable();
+    assert_eq!(sent, vec![1, 2], "{out}");
+    // The source withdraws path 1: we withdraw its id alone; GoBGP keeps the other.
+    source
+        .gobgp(&[
+            "global",
+            "rib",
+            "-a",
+            "ipv4",
+            "del",
+            "198.51.100.0/24",
+            "identifier",
+            "1",
+        ])
+        .expect("gobgp rib del");
+    let left = wait_or(
+        "GoBGP to hold one path for 198.51.100.0/24",
+        T,
+        || {
+            let p = gobgp_paths(&receiver, "198.51.100.0/24");
+            (p.len() == 1).then_some(p)
+        },
+        || format!("{}\n{}", receiver.log(), tabby.log_tail(30)),
+    );
+    let kept = left[0].to_string();
+    assert!(kept.contains("4261150722"), "path 2 stays: {kept}");
+    assert_eq!(tabby.peer(THEM4).unwrap()["established_count"], 1);
 }
 
 #[test]
