@@ -126,3 +126,35 @@ impl Connector for MemoryConnector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn not_before_holds_the_first_attempt_until_its_time_only() {
+        let (tx, mut rx) = incoming_channel();
+        let start = Instant::now();
+        let c = NotBefore::new(
+            Arc::new(MemoryConnector::new(tx)),
+            start + Duration::from_secs(2),
+        );
+        let attempt = tokio::spawn(c.connect());
+        tokio::time::sleep(Duration::from_millis(1999)).await;
+        assert!(rx.try_recv().is_err(), "the peer saw a connection early");
+        assert!(!attempt.is_finished());
+        let conn = attempt.await.unwrap().unwrap();
+        assert_eq!(conn.direction, Direction::Outgoing);
+        assert!(start.elapsed() >= Duration::from_secs(2));
+        assert!(rx.try_recv().is_ok(), "the peer got the connection");
+        // Past its time the wrapper adds nothing.
+        let again = Instant::now();
+        c.connect().await.unwrap();
+        assert_eq!(again.elapsed(), Duration::ZERO);
+    }
+}
