@@ -780,8 +780,10 @@ fn pool_deleted_after_its_pods() {
 /// Scenario 3: a node removed (agent SIGKILLed, its namespaces gone, its Pods and Node
 /// deleted). The remaining nodes withdraw its blocks from their kernels, the controller
 /// releases its blocks once its pods' allocations are collected, and the remaining pods still
-/// reach each other. (The ToR, a graceful-restart helper, keeps the dead node's routes as stale
-/// until the restart time ends; that part is not asserted here.)
+/// reach each other. The ToR, a graceful-restart helper, sees the session die only by its hold
+/// timer and then keeps the dead node's routes as stale for the restart time the node
+/// advertised (RFC 4724 §4.2): the lab shortens both (BGPConfiguration holdTime 6 s,
+/// gracefulRestartTime 10 s) and the ToR must have dropped the node's blocks within them.
 #[test]
 fn node_removed() {
     if skip() {
@@ -795,26 +797,89 @@ fn node_removed() {
     });
     let gone = t.lab().blocks().unwrap()["node-3"].clone();
     assert!(!gone.is_empty());
+    {
+        // Short timers so the ToR's side completes within the test (defaults: 90 s hold, 120 s
+        // restart time). Changing them resets the sessions once; wait until they are back.
+        use kube::api::{Api, Patch, PatchParams};
+        let lab = t.lab();
+        let client = lab.client();
+        lab.block_on(async move {
+            let api: Api<tabby_api::v1alpha1::BGPConfiguration> = Api::all(client);
+            api.patch(
+                "default",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {
+                    "holdTime": 6, "keepaliveTime": 2, "gracefulRestartTime": 10,
+                }})),
+            )
+            .await
+        })
+        .expect("patch BGPConfiguration default");
+        eventually(
+            "every ToR session Established with the short hold time",
+            Duration::from_secs(60),
+            || {
+                lab.tor_json("show bgp neighbors json").is_ok_and(|v| {
+                    let peers: Vec<_> = v
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter(|(_, p)| p.get("bgpState").is_some())
+                        .collect();
+                    peers.len() == 3
+                        && peers.iter().all(|(_, p)| {
+                            p["bgpState"] == "Established" && p["bgpTimerHoldTimeMsecs"] == 6000
+                        })
+                })
+            },
+            || format!("{:?}", lab.tor_vtysh("show bgp summary")),
+        );
+        lab.wait_converged(Duration::from_secs(60)).unwrap();
+        let tor = lab.tor_routes().unwrap();
+        assert!(
+            gone.iter().all(|c| tor.contains_key(c)),
+            "the ToR has node-3's blocks before it goes: {tor:?}"
+        );
+    }
+    let removed_at = Instant::now();
     t.lab_mut().remove_node("node-3").unwrap();
     let lab = t.lab();
     let nodes = lab.nodes();
     assert_eq!(nodes.len(), 2);
+    // The nodes and the ToR each see the session die by their hold timer (6 s) and then keep
+    // the routes as stale for the restart time (10 s): both must be done well within 45 s.
+    let (mut nodes_done, mut tor_done) = (None, None);
     eventually(
-        "node-1 and node-2 to withdraw node-3's blocks",
-        Duration::from_secs(60),
+        "node-1, node-2 and the ToR to withdraw node-3's blocks",
+        Duration::from_secs(45),
         || {
-            nodes.iter().all(|n| {
-                lab.tabby_routes(&n.netns)
-                    .is_ok_and(|r| gone.iter().all(|c| !r.contains_key(c)))
-            })
+            let lacks = |r: Vec<&String>| gone.iter().all(|c| !r.contains(&c));
+            if nodes_done.is_none()
+                && nodes.iter().all(|n| {
+                    lab.tabby_routes(&n.netns)
+                        .is_ok_and(|r| lacks(r.keys().collect()))
+                })
+            {
+                nodes_done = Some(removed_at.elapsed());
+            }
+            if tor_done.is_none() && lab.tor_routes().is_ok_and(|r| lacks(r.keys().collect())) {
+                tor_done = Some(removed_at.elapsed());
+            }
+            nodes_done.is_some() && tor_done.is_some()
         },
         || {
-            nodes
+            let mut out: Vec<String> = nodes
                 .iter()
                 .map(|n| format!("{}: {:?}", n.name, lab.tabby_routes(&n.netns)))
-                .collect::<Vec<_>>()
-                .join("\n")
+                .collect();
+            out.push(format!("ToR: {:?}", lab.tor_routes()));
+            out.join("\n")
         },
+    );
+    eprintln!(
+        "node-3's blocks withdrawn: nodes {:.1} s, ToR {:.1} s after the node went",
+        nodes_done.unwrap_or_default().as_secs_f64(),
+        tor_done.unwrap_or_default().as_secs_f64()
     );
     eventually(
         "the controller to release node-3's blocks",
@@ -825,6 +890,14 @@ fn node_removed() {
     let to = lab.pod_ipv4(&nodes[1].pods[0].netns).unwrap();
     let r = lab.ping(&nodes[0].pods[0].netns, &to, 3, 100).unwrap();
     assert_eq!(r.lost(), 0, "node-1 -> node-2 after node-3 left: {r:?}");
+    // The ToR still has every remaining block.
+    let tor = lab.tor_routes().unwrap();
+    let blocks = lab.blocks().unwrap();
+    for (owner, cidrs) in &blocks {
+        for c in cidrs {
+            assert!(tor.contains_key(c), "the ToR kept {owner}'s {c}: {tor:?}");
+        }
+    }
 }
 
 /// Scenario 6: API server faults. kube-sim drops every watch, forgets its watch history (so
