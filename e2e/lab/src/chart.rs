@@ -37,8 +37,9 @@ pub enum ChartError {
     MissingHelm { looked: String },
     #[error("{file}: {reason}")]
     Values { file: String, reason: String },
+    /// Not a `#[source]`: the message already carries it (helm's own words), once.
     #[error("rendering charts/tabby for the lab: {0}")]
-    Render(#[from] tabby_chart_tests::ChartError),
+    Render(tabby_chart_tests::ChartError),
 }
 
 /// The helm to run: `$TABBY_HELM` when set, else the pinned `<repo>/.tools/bin/helm`.
@@ -121,7 +122,8 @@ pub fn run_values(base: &Value, opts: &Options) -> Result<Value, ChartError> {
 /// The custom resources (group [`GROUP`]) among rendered manifests, in the rendered order.
 pub fn custom_resources(rendered: &str) -> Result<Vec<Value>, ChartError> {
     let prefix = format!("{GROUP}/");
-    Ok(parse_documents(rendered)?
+    Ok(parse_documents(rendered)
+        .map_err(ChartError::Render)?
         .into_iter()
         .filter(|d| {
             d["apiVersion"]
@@ -140,7 +142,8 @@ pub fn render(helm: &Path, run_values: &Path) -> Result<Vec<Value>, ChartError> 
         plan::SYSTEM_NAMESPACE,
         &[lab_values.as_path(), run_values],
         &[],
-    )?;
+    )
+    .map_err(ChartError::Render)?;
     custom_resources(&text)
 }
 
@@ -364,5 +367,19 @@ mod tests {
                 }
             }
         }
+
+        // The chart's own checks apply to the lab's options: a block larger than its pool is
+        // refused with the chart's message.
+        let bad = Options {
+            pool_v4: "10.244.0.0/30".into(),
+            block_size_v4: 26,
+            ..Options::default()
+        };
+        let e = default_objects(&helm, &bad, dir.path()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("blockSize 26 is shorter than the cidr's prefix length /30"),
+            "{e}"
+        );
     }
 }
