@@ -694,3 +694,47 @@ fn packing_with_path_ids_fills_messages_to_the_limit() {
     // 3000 × 8 = 24000 octets of withdrawn routes at most 4096 − 23 per message: 6 messages.
     assert_eq!(ups.len(), 6, "{}", ups.len());
 }
+
+#[test]
+fn a_non_best_path_whose_next_hop_becomes_unreachable_is_withdrawn() {
+    let mut r = rib();
+    let mut g = UpdateGroups::new();
+    let (ga, _) = g
+        .join(
+            PeerId(20),
+            key(PeerType::RrClient, LOCAL_AS, true),
+            None,
+            &r,
+        )
+        .unwrap();
+    r.set_track_paths(true);
+    r.receive(
+        PeerId(1),
+        &announce(&["10.1.0.0/24"], [192, 0, 2, 1], &[65001], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    r.receive(
+        PeerId(2),
+        &announce(&["10.1.0.0/24"], [192, 0, 2, 2], &[65002, 65009], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    let mut ra = Receiver::default();
+    ra.apply(&step(&mut r, &mut g)[&ga]);
+    assert_eq!(ra.ids("10.1.0.0/24").len(), 2);
+    let gone = ra.id_of("10.1.0.0/24", [192, 0, 2, 2]);
+    // The IGP no longer reaches 192.0.2.2: the best (via .1) is unchanged, the other path is
+    // unusable and goes, by its id.
+    let unreachable = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+    r.set_igp(Box::new(move |a: IpAddr| (a != unreachable).then_some(0)));
+    ra.clear_log();
+    ra.apply(&step(&mut r, &mut g)[&ga]);
+    assert_eq!(ra.withdrawn, vec![(p4("10.1.0.0/24"), gone)]);
+    assert!(ra.announced.is_empty());
+    // Reachable again: announced again.
+    r.set_igp(Box::new(|_: IpAddr| Some(0)));
+    ra.clear_log();
+    ra.apply(&step(&mut r, &mut g)[&ga]);
+    assert_eq!(ra.announced, vec![(p4("10.1.0.0/24"), gone)]);
+}

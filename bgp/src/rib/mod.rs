@@ -484,6 +484,16 @@ impl Rib {
         };
         self.v4.reselect_all(&cx, &mut self.changes.v4);
         self.v6.reselect_all(&cx, &mut self.changes.v6);
+        if self.track_paths {
+            // A path that is not the best may have become (un)usable: ADD-PATH groups look
+            // at every prefix again.
+            self.changes
+                .touched_v4
+                .extend(self.v4.iter().map(|(p, _)| *p));
+            self.changes
+                .touched_v6
+                .extend(self.v6.iter().map(|(p, _)| *p));
+        }
     }
 
     /// Originates a prefix from this router. Use an unspecified next hop (`0.0.0.0`, `::`)
