@@ -821,6 +821,19 @@ impl Lab {
                 "br0",
                 "nodad",
             ]);
+            // A link-local address from the start: the kernel makes one only once a port
+            // brings carrier, and until then FRR resets every IPv6 session ("nexthop_set
+            // failed ... br0 does not have a v6 LL address").
+            let _ = ip(&[
+                "-n",
+                nsx,
+                "addr",
+                "add",
+                "fe80::1/64",
+                "dev",
+                "br0",
+                "nodad",
+            ]);
         }
         self.sysctl(nsx, "net.ipv4.ip_forward", "1")?;
         self.sysctl(nsx, "net.ipv6.conf.all.forwarding", "1")?;
