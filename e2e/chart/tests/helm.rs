@@ -33,6 +33,7 @@ fn the_matrix_is_there() {
         "tor-peers-values.yaml",
         "route-reflectors-values.yaml",
         "custom-pools-values.yaml",
+        "lab-values.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == want),
