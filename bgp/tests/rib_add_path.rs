@@ -738,3 +738,101 @@ fn a_non_best_path_whose_next_hop_becomes_unreachable_is_withdrawn() {
     ra.apply(&step(&mut r, &mut g)[&ga]);
     assert_eq!(ra.announced, vec![(p4("10.1.0.0/24"), gone)]);
 }
+
+fn policy(json: serde_json::Value) -> Arc<Policy> {
+    let cfg: tabby_bgp::policy::PolicyConfig = serde_json::from_value(json).unwrap();
+    Arc::new(Policy::from_config(&cfg).unwrap())
+}
+
+#[test]
+fn export_policy_change_and_regroup_keep_ids_per_path() {
+    let mut r = rib();
+    let mut g = UpdateGroups::new();
+    let all = policy(serde_json::json!({"name": "out", "rules": [], "default": "accept"}));
+    let mut ke = key(PeerType::Ebgp, 65100, true);
+    ke.export_policy = Some("out".into());
+    let (ge, _) = g
+        .join(PeerId(21), ke.clone(), Some(all.clone()), &r)
+        .unwrap();
+    r.set_track_paths(true);
+    // Three paths; peer 2's carries community 65002:1.
+    r.receive(
+        PeerId(1),
+        &announce(&["10.1.0.0/24"], [192, 0, 2, 1], &[65001], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    r.receive(
+        PeerId(2),
+        &announce(
+            &["10.1.0.0/24"],
+            [192, 0, 2, 2],
+            &[65002],
+            vec![AttributeValue::Communities(vec![Community::new(65002, 1)])],
+        ),
+        &cx(),
+    )
+    .unwrap();
+    r.receive(
+        PeerId(3),
+        &announce(&["10.1.0.0/24"], [192, 0, 2, 3], &[65003], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    let mut re = Receiver::default();
+    re.apply(&step(&mut r, &mut g)[&ge]);
+    assert_eq!(
+        re.ids("10.1.0.0/24"),
+        BTreeSet::from([Some(1), Some(2), Some(3)])
+    );
+    let sent = |g: &UpdateGroups, group| {
+        let mut v: Vec<(u32, u32)> = g
+            .group(group)
+            .unwrap()
+            .sent(&tabby_bgp::rib::Prefix::V4(p4("10.1.0.0/24")))
+            .iter()
+            .map(|s| (s.path_id, s.peer.0))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let ids = sent(&g, ge);
+    let id_of_peer = |peer: u32| ids.iter().find(|(_, p)| *p == peer).map(|(i, _)| *i);
+    // The policy now rejects the community: only that path's id is withdrawn, live.
+    let strict = policy(serde_json::json!({
+        "name": "out",
+        "rules": [{"match": {"community": ["65002:1"]}, "then": "reject"}],
+        "default": "accept",
+    }));
+    assert_eq!(g.replace_export_policy("out", strict.clone(), &r), 1);
+    re.clear_log();
+    re.apply(&step(&mut r, &mut g)[&ge]);
+    assert_eq!(re.withdrawn, vec![(p4("10.1.0.0/24"), id_of_peer(2))]);
+    assert!(re.announced.is_empty(), "{:?}", re.announced);
+    assert_eq!(re.ids("10.1.0.0/24").len(), 2);
+
+    // The peer moves to a group whose policy accepts everything again: it is sent the new
+    // group's paths under that group's ids, and whatever id of the old group the new one
+    // does not use is withdrawn. The end state is what the new group's members hold.
+    let mut k2 = ke.clone();
+    k2.export_policy = Some("out2".into());
+    let all2 = policy(serde_json::json!({"name": "out2", "rules": [], "default": "accept"}));
+    // Another member is there first: the group's ids are its own, not the old group's.
+    let (g2, _) = g
+        .join(PeerId(22), k2.clone(), Some(all2.clone()), &r)
+        .unwrap();
+    let (g2b, moved) = g.regroup(PeerId(21), k2, Some(all2), &r).unwrap();
+    assert_eq!(g2, g2b);
+    re.apply(&wire(&g, g2, moved));
+    let want: BTreeSet<Option<u32>> = sent(&g, g2).iter().map(|(i, _)| Some(*i)).collect();
+    assert_eq!(want.len(), 3);
+    assert_eq!(re.ids("10.1.0.0/24"), want);
+    for (id, peer) in sent(&g, g2) {
+        assert_eq!(
+            re.routes[&(p4("10.1.0.0/24"), Some(id))],
+            Ipv4Addr::new(192, 0, 2, 100),
+            "path of peer {peer}: next hop self toward eBGP"
+        );
+    }
+    assert!(g.group(ge).is_none(), "the old group emptied and went");
+}

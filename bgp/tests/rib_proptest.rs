@@ -302,5 +302,90 @@ mod groups {
             apply(&mut fresh, &dump);
             prop_assert_eq!(model, fresh);
         }
+
+        /// ADD-PATH send (RFC 7911): a receiver that applied every flushed batch, keyed by
+        /// (prefix, path id), holds exactly what a fresh member's dump holds (same ids), and
+        /// that is every path of the Loc-RIB, each prefix's ids distinct.
+        #[test]
+        fn add_path_stream_matches_full_dump(
+            ops in proptest::collection::vec((route(), 0u8..8), 1..40),
+        ) {
+            let mut r = rib(2);
+            let mut g = UpdateGroups::new();
+            let key = GroupKey {
+                target: ExportTarget {
+                    peer_type: PeerType::RrClient,
+                    peer_asn: Asn(64512),
+                    next_hop_mode: NextHopMode::Auto,
+                },
+                export_policy: None,
+                four_octet_as: true,
+                extended_message: false,
+                extended_next_hop: false,
+                ipv4: true,
+                ipv6: false,
+                local_v4: Some(Ipv4Addr::new(192, 0, 2, 100)),
+                local_v6: None,
+                add_path_v4: true,
+                add_path_v6: false,
+            };
+            // Part of the table exists before the group does.
+            let (before, after) = ops.split_at(ops.len() / 3);
+            let run = |r: &mut tabby_bgp::rib::Rib, rt: &Route, op: u8| match op {
+                0..=4 => { r.receive(PeerId(rt.peer), &update(rt), &cx()).unwrap(); }
+                5 | 6 => {
+                    let w = Update { withdrawn: vec![Ipv4Nlri::new(prefix(rt.prefix))], ..Update::default() };
+                    r.receive(PeerId(rt.peer), &w, &cx()).unwrap();
+                }
+                _ => { r.peer_down(PeerId(rt.peer % PEERS + 1)).unwrap(); }
+            };
+            for (rt, op) in before {
+                run(&mut r, rt, *op);
+            }
+            drop(r.take_changes());
+            let (_, initial) = g.join(PeerId(50), key.clone(), None, &r).unwrap();
+            r.set_track_paths(true);
+            let mut model = BTreeMap::new();
+            apply_paths(&mut model, &initial);
+            for (rt, op) in after {
+                run(&mut r, rt, *op);
+                let ch = r.take_changes();
+                g.process(&ch, &r);
+                drop(ch);
+                if rt.origin != 1 {
+                    for b in g.flush().unwrap() {
+                        apply_paths(&mut model, &b.updates);
+                    }
+                }
+            }
+            for b in g.flush().unwrap() {
+                apply_paths(&mut model, &b.updates);
+            }
+            let (_, dump) = g.join(PeerId(51), key, None, &r).unwrap();
+            let mut fresh = BTreeMap::new();
+            apply_paths(&mut fresh, &dump);
+            prop_assert_eq!(&model, &fresh);
+            // Every path of the Loc-RIB is advertised (all sources here are reflectable).
+            let held: usize = r.v4().iter().map(|(_, paths)| paths.len()).sum();
+            prop_assert_eq!(model.len(), held);
+            for (p, id) in model.keys() {
+                prop_assert!(id.is_some(), "{p:?} without a path id");
+            }
+        }
+    }
+
+    /// [`apply`] keyed by (prefix, path id).
+    fn apply_paths(
+        model: &mut BTreeMap<(Ipv4Prefix, Option<u32>), Vec<Attribute>>,
+        updates: &[Update],
+    ) {
+        for u in updates {
+            for w in &u.withdrawn {
+                model.remove(&(w.prefix, w.path_id));
+            }
+            for n in &u.nlri {
+                model.insert((n.prefix, n.path_id), u.attributes.clone());
+            }
+        }
     }
 }

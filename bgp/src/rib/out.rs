@@ -12,10 +12,10 @@
 //!
 //! A group is defined by [`GroupKey`]: peer type and AS, next-hop mode and this router's session
 //! addresses (next-hop self), export policy, and the negotiated capabilities that change the
-//! encoding (4-octet AS, extended messages, extended next hop). Members of a group receive
-//! identical bytes. Routes are sent back to the peer they came from when it is in the group;
-//! the receiver drops them by its own loop detection (AS_PATH for eBGP, ORIGINATOR_ID for
-//! reflected routes), which is what sharing one stream costs.
+//! encoding (4-octet AS, extended messages, extended next hop, ADD-PATH send per family).
+//! Members of a group receive identical bytes. Routes are sent back to the peer they came from
+//! when it is in the group; the receiver drops them by its own loop detection (AS_PATH for
+//! eBGP, ORIGINATOR_ID for reflected routes), which is what sharing one stream costs.
 //!
 //! RFC 7911 ADD-PATH send is the one exception to "nothing per prefix": for a family where the
 //! group's members negotiated that we send path identifiers (`GroupKey::add_path_v4/v6`), every
