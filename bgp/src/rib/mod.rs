@@ -729,9 +729,10 @@ impl Rib {
         }
     }
 
-    /// Best-path changes waiting for [`Rib::take_changes`].
+    /// Changes waiting for [`Rib::take_changes`]: best-path changes, and touched prefixes
+    /// while they are tracked (both are queue entries the caller bounds).
     pub fn pending_changes(&self) -> usize {
-        self.changes.len()
+        self.changes.len() + self.changes.touched_v4.len() + self.changes.touched_v6.len()
     }
 
     /// Takes the best-path changes accumulated since the last call. Call it after every
