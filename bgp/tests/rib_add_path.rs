@@ -13,8 +13,8 @@ use tabby_bgp::rib::out::{GroupId, GroupKey, Sent, UpdateGroups, diff_paths, sma
 use tabby_bgp::rib::rules::ExportTarget;
 use tabby_bgp::rib::{NextHop, NextHopMode, PathAttrs, PeerId, PeerInfo, PeerType, Rib, RibConfig};
 use tabby_bgp::wire::{
-    AsPath, Asn, AttributeValue, Community, DecodeContext, Ipv4Nlri, Ipv4Prefix, Message, Origin,
-    Update, decode_message,
+    AsPath, Asn, AttributeValue, Community, DecodeContext, Ipv4Nlri, Ipv4Prefix, Ipv6Nlri,
+    Ipv6Prefix, Message, MpNextHop, MpNlri, MpReach, MpUnreach, Origin, Update, decode_message,
 };
 
 const LOCAL_AS: u32 = 64512;
@@ -835,4 +835,107 @@ fn export_policy_change_and_regroup_keep_ids_per_path() {
         );
     }
     assert!(g.group(ge).is_none(), "the old group emptied and went");
+}
+
+/// An IPv6 UPDATE (MP_REACH_NLRI, RFC 4760) for `p` via `nh` with AS path `path`.
+fn announce6(p: &str, nh: &str, path: &[u32]) -> Update {
+    Update {
+        attributes: vec![
+            AttributeValue::MpReachNlri(MpReach {
+                next_hop: MpNextHop::Ipv6 {
+                    global: nh.parse().unwrap(),
+                    link_local: None,
+                },
+                nlri: MpNlri::Ipv6Unicast(vec![Ipv6Nlri::new(p.parse().unwrap())]),
+            })
+            .into(),
+            AttributeValue::Origin(Origin::Igp).into(),
+            AttributeValue::AsPath(AsPath::sequence(path.iter().copied())).into(),
+        ],
+        ..Update::default()
+    }
+}
+
+/// (prefix, path id) of every IPv6 NLRI announced / withdrawn in `updates`.
+fn mp6(
+    updates: &[Update],
+) -> (
+    Vec<(Ipv6Prefix, Option<u32>)>,
+    Vec<(Ipv6Prefix, Option<u32>)>,
+) {
+    let (mut ann, mut wd) = (Vec::new(), Vec::new());
+    for u in updates {
+        if let Some(r) = u.mp_reach()
+            && let MpNlri::Ipv6Unicast(v) = &r.nlri
+        {
+            ann.extend(v.iter().map(|n| (n.prefix, n.path_id)));
+        }
+        if let Some(w) = u.mp_unreach()
+            && let MpNlri::Ipv6Unicast(v) = &w.withdrawn
+        {
+            wd.extend(v.iter().map(|n| (n.prefix, n.path_id)));
+        }
+    }
+    (ann, wd)
+}
+
+#[test]
+fn ipv6_paths_carry_ids_in_mp_reach_and_mp_unreach() {
+    let mut r = rib();
+    let mut g = UpdateGroups::new();
+    // ADD-PATH for IPv6 only; IPv4 stays best-path in the same group.
+    let mut k = key(PeerType::RrClient, LOCAL_AS, false);
+    k.ipv6 = true;
+    k.add_path_v6 = true;
+    k.local_v6 = Some("2001:db8::100".parse().unwrap());
+    let (gid, _) = g.join(PeerId(20), k, None, &r).unwrap();
+    r.set_track_paths(g.any_add_path());
+    assert!(r.tracks_paths());
+    let p: Ipv6Prefix = "2001:db8:5::/48".parse().unwrap();
+    r.receive(
+        PeerId(1),
+        &announce6("2001:db8:5::/48", "2001:db8::1", &[65001]),
+        &cx(),
+    )
+    .unwrap();
+    r.receive(
+        PeerId(2),
+        &announce6("2001:db8:5::/48", "2001:db8::2", &[65002, 65009]),
+        &cx(),
+    )
+    .unwrap();
+    r.receive(
+        PeerId(1),
+        &announce(&["10.1.0.0/24"], [192, 0, 2, 1], &[65001], vec![]),
+        &cx(),
+    )
+    .unwrap();
+    let out = step(&mut r, &mut g);
+    let (mut ann, wd) = mp6(&out[&gid]);
+    ann.sort_unstable();
+    assert_eq!(ann, vec![(p, Some(1)), (p, Some(2))]);
+    assert!(wd.is_empty());
+    // IPv4 in the same group: plain NLRI, no path id.
+    let mut ra = Receiver::default();
+    ra.apply(&out[&gid]);
+    assert_eq!(ra.ids("10.1.0.0/24"), BTreeSet::from([None]));
+    // Peer 2's path goes: MP_UNREACH_NLRI with its id alone.
+    r.receive(
+        PeerId(2),
+        &Update {
+            attributes: vec![
+                AttributeValue::MpUnreachNlri(MpUnreach {
+                    withdrawn: MpNlri::Ipv6Unicast(vec![Ipv6Nlri::new(p)]),
+                })
+                .into(),
+            ],
+            ..Update::default()
+        },
+        &cx(),
+    )
+    .unwrap();
+    let out = step(&mut r, &mut g);
+    let (ann, wd) = mp6(&out[&gid]);
+    assert!(ann.is_empty());
+    assert_eq!(wd, vec![(p, Some(2))]);
 }
