@@ -856,13 +856,10 @@ fn announce6(p: &str, nh: &str, path: &[u32]) -> Update {
     }
 }
 
+type Nlri6 = Vec<(Ipv6Prefix, Option<u32>)>;
+
 /// (prefix, path id) of every IPv6 NLRI announced / withdrawn in `updates`.
-fn mp6(
-    updates: &[Update],
-) -> (
-    Vec<(Ipv6Prefix, Option<u32>)>,
-    Vec<(Ipv6Prefix, Option<u32>)>,
-) {
+fn mp6(updates: &[Update]) -> (Nlri6, Nlri6) {
     let (mut ann, mut wd) = (Vec::new(), Vec::new());
     for u in updates {
         if let Some(r) = u.mp_reach()
