@@ -1278,18 +1278,26 @@ impl UpdateGroups {
     /// plain families; for ADD-PATH families every changed prefix, best or not (the touched
     /// prefixes, recorded while [`Rib::set_track_paths`] is on: see [`Self::any_add_path`]).
     pub fn process(&mut self, changes: &Changes, rib: &Rib) {
+        // While the RIB tracks paths, every best-path change is also a touched prefix (and it
+        // has tracked since before any ADD-PATH group's sent lists were filled): the ADD-PATH
+        // families then go by the touched list alone.
+        let touched_only = rib.tracks_paths();
         for g in self.groups.values_mut() {
             let (ap4, ap6) = (g.key.ap_v4(), g.key.ap_v6());
             for c in &changes.v4 {
                 if ap4 {
-                    g.resync(Prefix::V4(c.prefix), rib, true);
+                    if !touched_only {
+                        g.resync(Prefix::V4(c.prefix), rib, true);
+                    }
                 } else if c.best_changed() {
                     g.on_change(Prefix::V4(c.prefix), c.old.as_ref(), c.new.as_ref(), rib);
                 }
             }
             for c in &changes.v6 {
                 if ap6 {
-                    g.resync(Prefix::V6(c.prefix), rib, true);
+                    if !touched_only {
+                        g.resync(Prefix::V6(c.prefix), rib, true);
+                    }
                 } else if c.best_changed() {
                     g.on_change(Prefix::V6(c.prefix), c.old.as_ref(), c.new.as_ref(), rib);
                 }
