@@ -26,6 +26,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::{Value, json};
 use tabby_agent::daemon::API_CALLS;
 use tabby_api::v1alpha1::{IPAMBlock, NodeNetworkStatus};
+use tabby_chart_tests::{self as chart, container};
 use tabby_netlab::{Netns, Process, in_netns};
 
 const NS: &str = "kube-system";
@@ -50,81 +51,22 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-fn render(helm: &Path) -> Vec<Value> {
-    let out = Command::new(helm)
-        .args(["template", "tabby"])
-        .arg(root().join("charts/tabby"))
-        .args(["--namespace", NS])
-        .output()
-        .expect("run helm");
-    assert!(
-        out.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| {
-            let v: serde_yaml::Value = serde::Deserialize::deserialize(d).expect("yaml");
-            serde_json::to_value(v).expect("json")
-        })
-        .filter(|v: &Value| !v.is_null())
-        .collect()
-}
+const POD: container::PodIdentity = container::PodIdentity {
+    name: "tabby-agent-x7k2p",
+    namespace: NS,
+    node: NODE,
+};
 
-/// The value of a downward-API `fieldRef` for this pod.
-fn field_ref(path: &str) -> String {
-    match path {
-        "metadata.namespace" => NS.into(),
-        "spec.nodeName" => NODE.into(),
-        "metadata.name" => "tabby-agent-x7k2p".into(),
-        other => panic!("the test does not know downward-API field {other}; add it"),
-    }
+fn render(helm: &Path) -> Vec<Value> {
+    chart::render(helm, NS, &[]).expect("render the chart")
 }
 
 fn env_of(c: &Value) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    for e in c["env"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        let name = e["name"].as_str().expect("env name").to_string();
-        let value = if let Some(v) = e["value"].as_str() {
-            v.to_string()
-        } else if let Some(p) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-            field_ref(p)
-        } else {
-            panic!("env {name}: unsupported source {e}")
-        };
-        env.insert(name, value);
-    }
-    env
-}
-
-/// `$(VAR)` in args expands to env values, as the kubelet does.
-fn expand(arg: &str, env: &BTreeMap<String, String>) -> String {
-    let mut out = arg.to_string();
-    for (k, v) in env {
-        out = out.replace(&format!("$({k})"), v);
-    }
-    out
+    container::env(c, &POD).expect("the container's env")
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|s| s.as_str().expect("string").to_string())
-        .collect()
-}
-
-/// The image's ENTRYPOINT (exec form) from a Dockerfile: the last one wins.
-fn entrypoint(dockerfile: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(dockerfile).expect("read Dockerfile");
-    let line = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("ENTRYPOINT "))
-        .next_back()
-        .expect("an ENTRYPOINT");
-    serde_json::from_str(line).expect("ENTRYPOINT in exec (JSON) form")
+    container::strings(v, "command").expect("a list of strings")
 }
 
 /// Where a container path lands on the "host" (`host_root`): through the longest volumeMount
@@ -226,22 +168,6 @@ fn rbac_allows(docs: &[Value], pod: &Value, request: &str) -> bool {
                 && has(&rule["resources"], &resource)
                 && has(&rule["verbs"], verb)
         })
-}
-
-fn probe(c: &Value, which: &str) -> (u16, String) {
-    let h = &c[which]["httpGet"];
-    let port = match &h["port"] {
-        Value::Number(n) => n.as_u64().expect("port") as u16,
-        Value::String(name) => c["ports"]
-            .as_array()
-            .expect("ports")
-            .iter()
-            .find(|p| p["name"] == *name)
-            .and_then(|p| p["containerPort"].as_u64())
-            .expect("named port") as u16,
-        other => panic!("{which} port {other}"),
-    };
-    (port, h["path"].as_str().expect("path").to_string())
 }
 
 #[test]
@@ -376,18 +302,16 @@ fn the_rendered_daemonset_starts_the_agent_against_kube_sim() {
         .find(|c| c["name"] == "agent")
         .expect("the agent container");
     let command = strings(&c["command"]);
-    let ep = entrypoint(&root().join("images/agent.Dockerfile"));
+    let ep = container::dockerfile_entrypoint(&root().join("images/agent.Dockerfile"))
+        .expect("the image's ENTRYPOINT");
     assert_eq!(command, ep, "the DaemonSet's command is the image's binary");
     assert_eq!(command, ["/usr/local/bin/tabby-agent"]);
     let env = env_of(c);
     assert_eq!(env["NODE_NAME"], NODE);
     assert_eq!(env["POD_NAMESPACE"], NS);
-    let args: Vec<String> = strings(&c["args"])
-        .iter()
-        .map(|a| expand(a, &env))
-        .collect();
-    let (ready_port, ready_path) = probe(c, "readinessProbe");
-    let (live_port, live_path) = probe(c, "livenessProbe");
+    let args = container::args(c, &env).expect("the container's args");
+    let (ready_port, ready_path) = container::http_probe(c, "readinessProbe").expect("probe");
+    let (live_port, live_path) = container::http_probe(c, "livenessProbe").expect("probe");
     assert_eq!(
         c["securityContext"]["readOnlyRootFilesystem"], true,
         "the test maps writable paths through mounts because the root filesystem is read-only"

@@ -15,8 +15,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use tabby_api::v1alpha1::IPAMBlock;
+use tabby_chart_tests::{self as chart, container};
 use tabby_ipam_controller::controller::API_CALLS;
 use tabby_kube_sim::{Config, KubeSim};
 
@@ -43,60 +44,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
-}
-
-fn render(helm: &Path, sets: &[String]) -> Vec<Value> {
-    let mut cmd = Command::new(helm);
-    cmd.args(["template", "tabby"])
-        .arg(root().join("charts/tabby"))
-        .args(["--namespace", NS]);
-    for s in sets {
-        cmd.args(["--set", s]);
-    }
-    let out = cmd.output().expect("run helm");
-    assert!(
-        out.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| {
-            let v: serde_yaml::Value = serde::Deserialize::deserialize(d).expect("yaml");
-            serde_json::to_value(v).expect("json")
-        })
-        .filter(|v: &Value| !v.is_null())
-        .collect()
-}
-
-/// The value of a downward-API `fieldRef` for this pod.
-fn field_ref(path: &str) -> String {
-    match path {
-        "metadata.name" => POD_NAME.into(),
-        "metadata.namespace" => NS.into(),
-        "spec.nodeName" => "node-a".into(),
-        other => panic!("the test does not know downward-API field {other}; add it"),
-    }
-}
-
-/// `$(VAR)` in args expands to earlier env values, as the kubelet does.
-fn expand(arg: &str, env: &BTreeMap<String, String>) -> String {
-    let mut out = arg.to_string();
-    for (k, v) in env {
-        out = out.replace(&format!("$({k})"), v);
-    }
-    out
-}
-
-/// The image's ENTRYPOINT (exec form) from a Dockerfile: the last one wins.
-fn entrypoint(dockerfile: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(dockerfile).expect("read Dockerfile");
-    let line = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("ENTRYPOINT "))
-        .next_back()
-        .expect("an ENTRYPOINT");
-    serde_json::from_str(line).expect("ENTRYPOINT in exec (JSON) form")
 }
 
 async fn eventually<F, Fut>(what: &str, timeout: Duration, child: &mut Child, mut f: F)
@@ -150,7 +97,9 @@ async fn the_rendered_deployment_starts_the_controller_against_kube_sim() {
     let port = free_port();
     // Only the port is changed (the test machine runs other things); everything else is the
     // chart's defaults.
-    let docs = render(&helm, &[format!("controller.metricsPort={port}")]);
+    let port_value = port.to_string();
+    let docs = chart::render(&helm, NS, &[("controller.metricsPort", &port_value)])
+        .expect("render the chart");
     let dep = docs
         .iter()
         .find(|d| d["kind"] == "Deployment")
@@ -162,42 +111,19 @@ async fn the_rendered_deployment_starts_the_controller_against_kube_sim() {
         c.get("command").is_none(),
         "the chart relies on the image's ENTRYPOINT"
     );
-    let ep = entrypoint(&root().join("images/ipam-controller.Dockerfile"));
+    let ep = container::dockerfile_entrypoint(&root().join("images/ipam-controller.Dockerfile"))
+        .expect("the image's ENTRYPOINT");
     assert_eq!(ep, ["/usr/local/bin/tabby-ipam-controller"]);
 
-    let mut env = BTreeMap::new();
-    for e in c["env"].as_array().expect("env") {
-        let name = e["name"].as_str().expect("env name").to_string();
-        let value = if let Some(v) = e["value"].as_str() {
-            v.to_string()
-        } else if let Some(p) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-            field_ref(p)
-        } else {
-            panic!("env {name}: unsupported source {e}")
-        };
-        env.insert(name, value);
-    }
-    let args: Vec<String> = c["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .map(|a| expand(a.as_str().expect("string arg"), &env))
-        .collect();
-    let probe_port = |probe: &str| -> (u16, String) {
-        let h = &c[probe]["httpGet"];
-        let port = match &h["port"] {
-            Value::Number(n) => n.as_u64().expect("port") as u16,
-            Value::String(name) => c["ports"]
-                .as_array()
-                .expect("ports")
-                .iter()
-                .find(|p| p["name"] == *name)
-                .and_then(|p| p["containerPort"].as_u64())
-                .expect("named port") as u16,
-            other => panic!("{probe} port {other}"),
-        };
-        (port, h["path"].as_str().expect("path").to_string())
+    let pod_id = container::PodIdentity {
+        name: POD_NAME,
+        namespace: NS,
+        node: "node-a",
     };
+    let env = container::env(c, &pod_id).expect("the container's env");
+    let args = container::args(c, &env).expect("the container's args");
+    let probe_port =
+        |probe: &str| -> (u16, String) { container::http_probe(c, probe).expect("probe endpoint") };
     let (ready_port, ready_path) = probe_port("readinessProbe");
     let (live_port, live_path) = probe_port("livenessProbe");
     assert_eq!(ready_port, port);

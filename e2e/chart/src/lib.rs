@@ -5,6 +5,8 @@
 //! allowed from rendered (Cluster)Roles and bindings. Must not touch a cluster: the tests that
 //! apply objects use `tabby-kube-sim`.
 
+pub mod container;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -120,6 +122,15 @@ pub fn helm_template(
         ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The chart rendered with `--set` pairs in `namespace`, as documents.
+pub fn render(
+    helm: &Path,
+    namespace: &str,
+    sets: &[(&str, &str)],
+) -> Result<Vec<Value>, ChartError> {
+    parse_documents(&helm_template(helm, namespace, &[], sets)?)
 }
 
 /// Splits a multi-document YAML text into JSON values, skipping empty documents.
