@@ -248,6 +248,22 @@ pub enum Up {
     AlreadyRunning(Box<Lab>),
 }
 
+/// A cluster-scoped API kind the lab reads, patches or deletes by name.
+pub trait ClusterObject:
+    kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+impl<K> ClusterObject for K where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
 /// A running lab.
 pub struct Lab {
     dir: PathBuf,
@@ -1474,40 +1490,48 @@ impl Lab {
 
     /// Deletes the BGPPeer `name` (what an operator removing a peering does).
     pub fn delete_bgp_peer(&self, name: &str) -> Result<()> {
-        let client = self.client.clone();
-        let name = name.to_string();
-        self.rt.block_on(async move {
-            let api: Api<tabby_api::v1alpha1::BGPPeer> = Api::all(client);
-            api.delete(&name, &kube::api::DeleteParams::default())
-                .await
-                .map_err(kerr(format!("deleting BGPPeer {name}")))?;
-            Ok(())
-        })
+        self.delete_cluster_object::<tabby_api::v1alpha1::BGPPeer>(name)
     }
 
     /// Deletes the IPPool `name`; the controller's finalizer holds it until it is drained.
     pub fn delete_ip_pool(&self, name: &str) -> Result<()> {
-        let client = self.client.clone();
-        let name = name.to_string();
-        self.rt.block_on(async move {
-            let api: Api<tabby_api::v1alpha1::IPPool> = Api::all(client);
-            api.delete(&name, &kube::api::DeleteParams::default())
-                .await
-                .map_err(kerr(format!("deleting IPPool {name}")))?;
-            Ok(())
-        })
+        self.delete_cluster_object::<tabby_api::v1alpha1::IPPool>(name)
     }
 
     /// The IPPool `name`, or `None` once it is gone.
     pub fn ip_pool(&self, name: &str) -> Result<Option<tabby_api::v1alpha1::IPPool>> {
-        let client = self.client.clone();
-        let name = name.to_string();
-        self.rt.block_on(async move {
-            let api: Api<tabby_api::v1alpha1::IPPool> = Api::all(client);
-            api.get_opt(&name)
-                .await
-                .map_err(kerr(format!("reading IPPool {name}")))
-        })
+        self.get_cluster_object(name)
+    }
+
+    /// Deletes the cluster-scoped object `name` of kind `K`.
+    pub fn delete_cluster_object<K: ClusterObject>(&self, name: &str) -> Result<()> {
+        let api: Api<K> = Api::all(self.client.clone());
+        let what = format!("deleting {} {name}", K::kind(&()));
+        self.rt
+            .block_on(api.delete(name, &kube::api::DeleteParams::default()))
+            .map(drop)
+            .map_err(kerr(what))
+    }
+
+    /// The cluster-scoped object `name` of kind `K`, or `None` when there is none.
+    pub fn get_cluster_object<K: ClusterObject>(&self, name: &str) -> Result<Option<K>> {
+        let api: Api<K> = Api::all(self.client.clone());
+        let what = format!("reading {} {name}", K::kind(&()));
+        self.rt.block_on(api.get_opt(name)).map_err(kerr(what))
+    }
+
+    /// A JSON merge patch to the cluster-scoped object `name` of kind `K` (what `kubectl patch
+    /// --type merge` does); the object as stored afterwards.
+    pub fn merge_patch_cluster_object<K: ClusterObject>(
+        &self,
+        name: &str,
+        patch: Value,
+    ) -> Result<K> {
+        let api: Api<K> = Api::all(self.client.clone());
+        let what = format!("patching {} {name}", K::kind(&()));
+        self.rt
+            .block_on(api.patch(name, &PatchParams::default(), &Patch::Merge(patch)))
+            .map_err(kerr(what))
     }
 
     /// Adds one more node (scale out): namespace, veth, Node object, agent, its pods.

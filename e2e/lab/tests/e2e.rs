@@ -797,20 +797,13 @@ fn node_removed() {
     {
         // Short timers so the ToR's side completes within the test (defaults: 90 s hold, 120 s
         // restart time). Changing them resets the sessions once; wait until they are back.
-        use kube::api::{Api, Patch, PatchParams};
         let lab = t.lab();
-        let client = lab.client();
-        lab.block_on(async move {
-            let api: Api<tabby_api::v1alpha1::BGPConfiguration> = Api::all(client);
-            api.patch(
-                "default",
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"spec": {
-                    "holdTime": 6, "keepaliveTime": 2, "gracefulRestartTime": 10,
-                }})),
-            )
-            .await
-        })
+        lab.merge_patch_cluster_object::<tabby_api::v1alpha1::BGPConfiguration>(
+            "default",
+            serde_json::json!({"spec": {
+                "holdTime": 6, "keepaliveTime": 2, "gracefulRestartTime": 10,
+            }}),
+        )
         .expect("patch BGPConfiguration default");
         eventually(
             "every ToR session Established with the short hold time",
