@@ -998,3 +998,113 @@ fn max_prefix_with_restart_after_comes_back() {
         || frr.bgpd_log(),
     );
 }
+
+/// RFC 7911 send to FRR: two GoBGP routers (each in its own namespace, plain BGP) announce
+/// 198.51.100.0/24; we send FRR, which offers ADD-PATH receive, both paths under their own
+/// path identifiers (FRR shows them as `addpathRxId`). Withdrawing one at its source withdraws
+/// its id alone: FRR keeps the other path, the session stays up.
+#[test]
+fn add_path_send_to_frr_two_paths_then_one() {
+    if skip(&[Frr::BGPD, Frr::ZEBRA, "vtysh", "gobgpd", "gobgp"]) {
+        return;
+    }
+    const PREFIX: &str = "198.51.100.0/24";
+    let link = Link::new();
+    let frr_conf = format!(
+        "{}{} address-family ipv4 unicast\n  neighbor {US4} activate\n exit-address-family\n",
+        frr_head(65010, ""),
+        frr_neighbor(US4, 65002, &[]),
+    );
+    let frr = Frr::start(&link.them, &frr_conf).expect("FRR");
+    // Two sources, AS 65021 and 65022, on their own veths to our namespace.
+    let mut sources = Vec::new();
+    let mut peers = peer(THEM4, 65010, "add_path = { send = [\"ipv4-unicast\"] }");
+    for (i, asn) in [(1u8, 65021u32), (2, 65022)] {
+        let (src, us) = (format!("10.8{i}.0.1"), format!("10.8{i}.0.2"));
+        let ns = tabby_netlab::Netns::new().expect("netns");
+        link.us
+            .veth_to(&format!("src{i}"), &ns, "eth0")
+            .expect("veth");
+        link.us
+            .add_addr(&format!("src{i}"), &format!("{us}/24"))
+            .expect("addr");
+        ns.add_addr("eth0", &format!("{src}/24")).expect("addr");
+        let gobgp = tabby_netlab::Gobgp::start(
+            &ns,
+            &format!(
+                "[global.config]\n  as = {asn}\n  router-id = \"{src}\"\n  port = 179\n\
+                 [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{us}\"\n    \
+                 peer-as = 65002\n  [neighbors.timers.config]\n    connect-retry = 1\n    \
+                 hold-time = 9\n    keepalive-interval = 3\n  [[neighbors.afi-safis]]\n    \
+                 [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n"
+            ),
+        )
+        .expect("gobgpd");
+        peers.push_str(&peer(&src, asn, ""));
+        sources.push((ns, gobgp, src, us));
+    }
+    let tabby = Tabby::start(&link.us, &config(US4, 65002, &peers));
+    tabby.wait_established(THEM4, T);
+    frr.wait_established(US4, T).unwrap();
+    for (_, gobgp, src, us) in &sources {
+        tabby.wait_established(src, T);
+        gobgp.wait_established(us, T).unwrap();
+        gobgp
+            .gobgp(&["global", "rib", "-a", "ipv4", "add", PREFIX, "nexthop", src])
+            .expect("gobgp rib add");
+    }
+    tabby.wait_route_where(PREFIX, T, |r| {
+        r["paths"].as_array().is_some_and(|p| p.len() == 2)
+    });
+    let frr_paths = |frr: &Frr| -> Vec<Value> {
+        frr.vtysh_json(&format!("show bgp ipv4 unicast {PREFIX} json"))
+            .ok()
+            .and_then(|v| v["paths"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let paths = wait_or(
+        "FRR to hold two paths from us",
+        T,
+        || {
+            let p = frr_paths(&frr);
+            (p.len() == 2).then_some(p)
+        },
+        || format!("{}\n{}", frr.bgpd_log(), tabby.log_tail(30)),
+    );
+    let mut as_paths: Vec<String> = paths
+        .iter()
+        .map(|p| p["aspath"]["string"].as_str().unwrap_or("").to_string())
+        .collect();
+    as_paths.sort();
+    assert_eq!(as_paths, ["65002 65021", "65002 65022"], "{paths:?}");
+    let mut ids: Vec<u64> = paths
+        .iter()
+        .filter_map(|p| p["addpathRxId"].as_u64())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2], "FRR saw our path ids: {paths:?}");
+    let neighbor = frr
+        .vtysh_json(&format!("show bgp neighbors {US4} json"))
+        .expect("neighbor");
+    assert!(
+        neighbor.to_string().contains("addPath"),
+        "ADD-PATH negotiated: {neighbor}"
+    );
+
+    // The first source withdraws: FRR keeps only the second source's path.
+    let (_, gobgp, _, _) = &sources[0];
+    gobgp
+        .gobgp(&["global", "rib", "-a", "ipv4", "del", PREFIX])
+        .expect("gobgp rib del");
+    let left = wait_or(
+        "FRR to hold one path",
+        T,
+        || {
+            let p = frr_paths(&frr);
+            (p.len() == 1).then_some(p)
+        },
+        || format!("{}\n{}", frr.bgpd_log(), tabby.log_tail(30)),
+    );
+    assert_eq!(left[0]["aspath"]["string"], "65002 65022", "{left:?}");
+    assert_eq!(tabby.peer(THEM4).unwrap()["established_count"], 1);
+}
