@@ -5,87 +5,26 @@
 //! in `docs/benchmarks.md` ("RIB").
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use tabby_bgp::rib::out::{GroupKey, UpdateGroups};
-use tabby_bgp::rib::rules::ExportTarget;
-use tabby_bgp::rib::{NextHopMode, PeerId, PeerInfo, PeerType, Rib, RibConfig};
-use tabby_bgp::wire::{
-    AsPath, Asn, AttributeValue, DecodeContext, Ipv4Nlri, Ipv4Prefix, Origin, Update,
-};
+use tabby_bgp::rib::out::UpdateGroups;
+use tabby_bgp::rib::{NextHopMode, PeerId, PeerType, Rib};
+use tabby_bgp::wire::Update;
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::rib::{LOCAL_AS, feed, group_key, injector_updates, rib_with_peers};
 
 const PEERS: u32 = 10;
 const PER_PEER: u32 = 100_000;
 
-fn cx() -> DecodeContext {
-    DecodeContext {
-        four_octet_as: true,
-        ..DecodeContext::default()
-    }
-}
-
 fn rib(max_paths: usize) -> Rib {
-    let mut cfg = RibConfig::new(Asn(64512), Ipv4Addr::new(10, 255, 0, 1));
-    cfg.best_path.max_paths = max_paths;
-    let mut r = Rib::new(cfg);
-    for id in 1..=PEERS {
-        r.add_peer(
-            PeerInfo {
-                id: PeerId(id),
-                peer_type: PeerType::Ibgp,
-                asn: Asn(64512),
-                router_id: Ipv4Addr::new(10, 0, 0, id as u8),
-                address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, id as u8)),
-            },
-            None,
-            None,
-        )
-        .unwrap();
-    }
-    r
+    rib_with_peers(max_paths, PEERS, |_| PeerType::Ibgp)
 }
 
 /// UPDATEs of 500 NLRI each, as an injector sends them.
 fn updates(overlap: bool, path_tail: u32) -> Vec<(PeerId, Update)> {
-    let mut out = Vec::new();
-    for id in 1..=PEERS {
-        let base = if overlap { 0 } else { (id - 1) * PER_PEER };
-        let attributes = vec![
-            AttributeValue::Origin(Origin::Igp).into(),
-            AttributeValue::AsPath(AsPath::sequence([65000 + id, path_tail])).into(),
-            AttributeValue::NextHop(Ipv4Addr::new(192, 0, 2, id as u8)).into(),
-            AttributeValue::LocalPref(100).into(),
-        ];
-        let mut start = 0;
-        while start < PER_PEER {
-            let end = (start + 500).min(PER_PEER);
-            let nlri = (start..end)
-                .map(|i| {
-                    let a = (16u32 << 24) + ((base + i) << 8);
-                    Ipv4Nlri::new(Ipv4Prefix::new(Ipv4Addr::from(a), 24).unwrap())
-                })
-                .collect();
-            out.push((
-                PeerId(id),
-                Update {
-                    attributes: attributes.clone(),
-                    nlri,
-                    ..Update::default()
-                },
-            ));
-            start = end;
-        }
-    }
-    out
-}
-
-fn feed(r: &mut Rib, ups: &[(PeerId, Update)]) {
-    let cx = cx();
-    for (p, u) in ups {
-        r.receive(*p, u, &cx).unwrap();
-        black_box(r.take_changes());
-    }
+    injector_updates(PEERS, PER_PEER, overlap, path_tail)
 }
 
 fn benches(c: &mut Criterion) {
@@ -133,23 +72,8 @@ fn benches(c: &mut Criterion) {
             },
             |r| {
                 let mut groups = UpdateGroups::new();
-                let key = GroupKey {
-                    target: ExportTarget {
-                        peer_type: PeerType::RrClient,
-                        peer_asn: Asn(64512),
-                        next_hop_mode: NextHopMode::SelfAddr,
-                    },
-                    export_policy: None,
-                    four_octet_as: true,
-                    extended_message: false,
-                    extended_next_hop: false,
-                    ipv4: true,
-                    ipv6: false,
-                    local_v4: Some(Ipv4Addr::new(192, 0, 2, 100)),
-                    local_v6: None,
-                    add_path_v4: false,
-                    add_path_v6: false,
-                };
+                let mut key = group_key(PeerType::RrClient, LOCAL_AS, false);
+                key.target.next_hop_mode = NextHopMode::SelfAddr;
                 let (_, dump) = groups.join(PeerId(99), key, None, &r).unwrap();
                 black_box(dump.len())
             },

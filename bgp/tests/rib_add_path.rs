@@ -8,87 +8,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use tabby_bgp::policy::{Policy, Verdict};
-use tabby_bgp::rib::out::{GroupId, GroupKey, Sent, UpdateGroups, diff_paths, smallest_free_id};
-use tabby_bgp::rib::rules::ExportTarget;
-use tabby_bgp::rib::{NextHop, NextHopMode, PathAttrs, PeerId, PeerInfo, PeerType, Rib, RibConfig};
+use tabby_bgp::policy::Policy;
+use tabby_bgp::rib::out::{GroupId, Sent, UpdateGroups, diff_paths, smallest_free_id};
+use tabby_bgp::rib::{NextHop, PathAttrs, PeerId, PeerType, Rib};
 use tabby_bgp::wire::{
-    AsPath, Asn, AttributeValue, Community, DecodeContext, Ipv4Nlri, Ipv4Prefix, Ipv6Nlri,
-    Ipv6Prefix, Message, MpNextHop, MpNlri, MpReach, MpUnreach, Origin, Update, decode_message,
+    AsPath, Asn, AttributeValue, Community, Ipv4Prefix, Ipv6Nlri, Ipv6Prefix, Message, MpNextHop,
+    MpNlri, MpReach, MpUnreach, Origin, Update, decode_message,
 };
 
-const LOCAL_AS: u32 = 64512;
-const RID: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
-
-fn p4(s: &str) -> Ipv4Prefix {
-    s.parse().unwrap()
-}
-
-fn cx() -> DecodeContext {
-    DecodeContext {
-        four_octet_as: true,
-        ..DecodeContext::default()
-    }
-}
-
-fn peer(id: u32, t: PeerType, asn: u32) -> PeerInfo {
-    PeerInfo {
-        id: PeerId(id),
-        peer_type: t,
-        asn: Asn(asn),
-        router_id: Ipv4Addr::new(10, 0, 0, id as u8),
-        address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, id as u8)),
-    }
-}
-
-fn accept_all() -> Arc<Policy> {
-    Arc::new(Policy::all("accept-all", Verdict::Accept))
-}
-
-fn announce(prefixes: &[&str], nh: [u8; 4], path: &[u32], extra: Vec<AttributeValue>) -> Update {
-    let mut attributes = vec![
-        AttributeValue::Origin(Origin::Igp).into(),
-        AttributeValue::AsPath(AsPath::sequence(path.iter().copied())).into(),
-        AttributeValue::NextHop(Ipv4Addr::from(nh)).into(),
-    ];
-    attributes.extend(extra.into_iter().map(Into::into));
-    Update {
-        attributes,
-        nlri: prefixes.iter().map(|p| Ipv4Nlri::new(p4(p))).collect(),
-        ..Update::default()
-    }
-}
-
-fn withdraw(prefixes: &[&str]) -> Update {
-    Update {
-        withdrawn: prefixes.iter().map(|p| Ipv4Nlri::new(p4(p))).collect(),
-        ..Update::default()
-    }
-}
-
-fn key(t: PeerType, asn: u32, add_path: bool) -> GroupKey {
-    GroupKey {
-        target: ExportTarget {
-            peer_type: t,
-            peer_asn: Asn(asn),
-            next_hop_mode: NextHopMode::Auto,
-        },
-        export_policy: None,
-        four_octet_as: true,
-        extended_message: false,
-        extended_next_hop: false,
-        ipv4: true,
-        ipv6: false,
-        local_v4: Some(Ipv4Addr::new(192, 0, 2, 100)),
-        local_v6: None,
-        add_path_v4: add_path,
-        add_path_v6: false,
-    }
-}
+mod support;
+use support::rib::{
+    LOCAL_AS, accept_all, announce, cx, empty_rib, group_key as key, p4, peer, withdraw,
+};
 
 /// A RIB with three eBGP sources (accept-all import), an iBGP non-client and an RR client.
 fn rib() -> Rib {
-    let mut r = Rib::new(RibConfig::new(Asn(LOCAL_AS), RID));
+    let mut r = empty_rib(1);
     for p in [
         peer(1, PeerType::Ebgp, 65001),
         peer(2, PeerType::Ebgp, 65002),

@@ -3,112 +3,24 @@
 //! before and after. The figures go into `docs/architecture.md` ("RIB memory"); the asserts
 //! keep them from regressing. One test per binary so nothing else allocates meanwhile.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
-use tabby_bgp::rib::{PeerId, PeerInfo, PeerType, Rib, RibConfig};
-use tabby_bgp::wire::{
-    AsPath, Asn, AttributeValue, DecodeContext, Ipv4Nlri, Ipv4Prefix, Origin, Update,
-};
+use tabby_bgp::rib::PeerType;
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged and only
-// adds bookkeeping on an atomic; the allocator contract is System's.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded as is.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as is.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded as is.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
-        }
-        p
-    }
-}
+mod support;
+use support::alloc::{Counting, live};
+use support::rib::{cx, injector_updates, rib_with_peers};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn live() -> isize {
-    LIVE.load(Ordering::Relaxed)
-}
-
 /// Feeds `peers` × `per_peer` routes; `overlap` = every peer announces the same prefixes with
 /// its own AS path (the best-path mode of the benchmark). Returns (bytes per path, ns per path).
 fn measure(peers: u32, per_peer: u32, overlap: bool) -> (f64, f64) {
-    let cx = DecodeContext {
-        four_octet_as: true,
-        ..DecodeContext::default()
-    };
-    let mut rib = Rib::new(RibConfig::new(Asn(64512), Ipv4Addr::new(10, 255, 0, 1)));
-    for id in 1..=peers {
-        rib.add_peer(
-            PeerInfo {
-                id: PeerId(id),
-                peer_type: PeerType::Ibgp,
-                asn: Asn(64512),
-                router_id: Ipv4Addr::new(10, 0, 0, id as u8),
-                address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, id as u8)),
-            },
-            None,
-            None,
-        )
-        .unwrap();
-    }
+    let cx = cx();
+    let mut rib = rib_with_peers(1, peers, |_| PeerType::Ibgp);
     // Build every UPDATE first so only the RIB's own allocations are counted.
-    let mut updates = Vec::new();
-    for id in 1..=peers {
-        let base = if overlap { 0 } else { (id - 1) * per_peer };
-        let attributes = vec![
-            AttributeValue::Origin(Origin::Igp).into(),
-            AttributeValue::AsPath(AsPath::sequence([65000 + id, 65500])).into(),
-            AttributeValue::NextHop(Ipv4Addr::new(192, 0, 2, id as u8)).into(),
-            AttributeValue::LocalPref(100).into(),
-        ];
-        let mut start = 0;
-        while start < per_peer {
-            let end = (start + 500).min(per_peer);
-            let nlri = (start..end)
-                .map(|i| {
-                    let n = base + i;
-                    // Unique /24s from 16.0.0.0 up.
-                    Ipv4Nlri::new(
-                        Ipv4Prefix::new(Ipv4Addr::from((16u32 << 24) + (n << 8)), 24).unwrap(),
-                    )
-                })
-                .collect();
-            updates.push((
-                PeerId(id),
-                Update {
-                    attributes: attributes.clone(),
-                    nlri,
-                    ..Update::default()
-                },
-            ));
-            start = end;
-        }
-    }
+    let updates = injector_updates(peers, per_peer, overlap, 65500);
     let before = live();
     let t = Instant::now();
     for (peer, u) in &updates {

@@ -2,13 +2,14 @@
 //! and any add/withdraw sequence leaves no interned attribute set behind once everything is
 //! withdrawn.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use proptest::prelude::*;
-use tabby_bgp::rib::{NextHop, PathAttrs, PeerId, PeerInfo, PeerType, Prefix, Rib, RibConfig};
-use tabby_bgp::wire::{
-    AsPath, Asn, AttributeValue, DecodeContext, Ipv4Nlri, Ipv4Prefix, Origin, Update,
-};
+use tabby_bgp::rib::{NextHop, PathAttrs, PeerId, PeerType, Prefix, Rib};
+use tabby_bgp::wire::{AsPath, AttributeValue, Ipv4Nlri, Ipv4Prefix, Origin, Update};
+
+mod support;
+use support::rib::{cx, rib_with_peers};
 
 const PEERS: u32 = 4;
 
@@ -46,30 +47,15 @@ fn route() -> impl Strategy<Value = Route> {
         )
 }
 
+/// Peers 1..=PEERS, even ones iBGP, odd ones route-reflector clients.
 fn rib(max_paths: usize) -> Rib {
-    let mut cfg = RibConfig::new(Asn(64512), Ipv4Addr::new(10, 255, 0, 1));
-    cfg.best_path.max_paths = max_paths;
-    let mut r = Rib::new(cfg);
-    for id in 1..=PEERS {
-        let t = if id % 2 == 0 {
+    rib_with_peers(max_paths, PEERS, |id| {
+        if id % 2 == 0 {
             PeerType::Ibgp
         } else {
             PeerType::RrClient
-        };
-        r.add_peer(
-            PeerInfo {
-                id: PeerId(id),
-                peer_type: t,
-                asn: Asn(64512),
-                router_id: Ipv4Addr::new(10, 0, 0, id as u8),
-                address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, id as u8)),
-            },
-            None,
-            None,
-        )
-        .unwrap();
-    }
-    r
+        }
+    })
 }
 
 fn prefix(i: u8) -> Ipv4Prefix {
@@ -118,13 +104,6 @@ fn snapshot(r: &Rib) -> Vec<(Ipv4Prefix, Vec<(PeerId, NextHop)>)> {
         .collect();
     v.sort_by_key(|(p, _)| *p);
     v
-}
-
-fn cx() -> DecodeContext {
-    DecodeContext {
-        four_octet_as: true,
-        ..DecodeContext::default()
-    }
 }
 
 proptest! {
@@ -206,14 +185,13 @@ proptest! {
 
 mod groups {
     use std::collections::BTreeMap;
-    use std::net::Ipv4Addr;
 
     use proptest::prelude::*;
     use tabby_bgp::rib::out::{GroupKey, UpdateGroups};
-    use tabby_bgp::rib::rules::ExportTarget;
-    use tabby_bgp::rib::{NextHopMode, PeerId, PeerType};
-    use tabby_bgp::wire::{Asn, Attribute, Ipv4Nlri, Ipv4Prefix, Update};
+    use tabby_bgp::rib::{PeerId, PeerType, Rib};
+    use tabby_bgp::wire::{Attribute, Ipv4Nlri, Ipv4Prefix, Update};
 
+    use super::support::rib::group_key;
     use super::{PEERS, Route, cx, prefix, rib, route, update};
 
     /// What a receiver holds after applying UPDATEs in order (IPv4 unicast only).
@@ -242,21 +220,12 @@ mod groups {
             let mut r = rib(2);
             let mut g = UpdateGroups::new();
             let key = GroupKey {
-                target: ExportTarget {
-                    peer_type: if ebgp { PeerType::Ebgp } else { PeerType::RrClient },
-                    peer_asn: Asn(if ebgp { 65099 } else { 64512 }),
-                    next_hop_mode: NextHopMode::Auto,
-                },
                 export_policy: ebgp.then(|| "all".to_string()),
-                four_octet_as: true,
-                extended_message: false,
-                extended_next_hop: false,
-                ipv4: true,
-                ipv6: false,
-                local_v4: Some(Ipv4Addr::new(192, 0, 2, 100)),
-                local_v6: None,
-                add_path_v4: false,
-                add_path_v6: false,
+                ..if ebgp {
+                    group_key(PeerType::Ebgp, 65099, false)
+                } else {
+                    group_key(PeerType::RrClient, 64512, false)
+                }
             };
             // A prefix-dependent export policy (no per-attribute-set caching): drops one
             // prefix, changes the MED of another.
@@ -277,14 +246,7 @@ mod groups {
             apply(&mut model, &initial);
             for (rt, op) in &ops {
                 let rt: &Route = rt;
-                match op {
-                    0..=4 => { r.receive(PeerId(rt.peer), &update(rt), &cx()).unwrap(); }
-                    5 | 6 => {
-                        let w = Update { withdrawn: vec![Ipv4Nlri::new(prefix(rt.prefix))], ..Update::default() };
-                        r.receive(PeerId(rt.peer), &w, &cx()).unwrap();
-                    }
-                    _ => { r.peer_down(PeerId(rt.peer % PEERS + 1)).unwrap(); }
-                }
+                step(&mut r, rt, *op);
                 let ch = r.take_changes();
                 g.process(&ch, &r);
                 drop(ch);
@@ -312,35 +274,11 @@ mod groups {
         ) {
             let mut r = rib(2);
             let mut g = UpdateGroups::new();
-            let key = GroupKey {
-                target: ExportTarget {
-                    peer_type: PeerType::RrClient,
-                    peer_asn: Asn(64512),
-                    next_hop_mode: NextHopMode::Auto,
-                },
-                export_policy: None,
-                four_octet_as: true,
-                extended_message: false,
-                extended_next_hop: false,
-                ipv4: true,
-                ipv6: false,
-                local_v4: Some(Ipv4Addr::new(192, 0, 2, 100)),
-                local_v6: None,
-                add_path_v4: true,
-                add_path_v6: false,
-            };
+            let key = group_key(PeerType::RrClient, 64512, true);
             // Part of the table exists before the group does.
             let (before, after) = ops.split_at(ops.len() / 3);
-            let run = |r: &mut tabby_bgp::rib::Rib, rt: &Route, op: u8| match op {
-                0..=4 => { r.receive(PeerId(rt.peer), &update(rt), &cx()).unwrap(); }
-                5 | 6 => {
-                    let w = Update { withdrawn: vec![Ipv4Nlri::new(prefix(rt.prefix))], ..Update::default() };
-                    r.receive(PeerId(rt.peer), &w, &cx()).unwrap();
-                }
-                _ => { r.peer_down(PeerId(rt.peer % PEERS + 1)).unwrap(); }
-            };
             for (rt, op) in before {
-                run(&mut r, rt, *op);
+                step(&mut r, rt, *op);
             }
             drop(r.take_changes());
             let (_, initial) = g.join(PeerId(50), key.clone(), None, &r).unwrap();
@@ -348,7 +286,7 @@ mod groups {
             let mut model = BTreeMap::new();
             apply_paths(&mut model, &initial);
             for (rt, op) in after {
-                run(&mut r, rt, *op);
+                step(&mut r, rt, *op);
                 let ch = r.take_changes();
                 g.process(&ch, &r);
                 drop(ch);
@@ -370,6 +308,26 @@ mod groups {
             prop_assert_eq!(model.len(), held);
             for (p, id) in model.keys() {
                 prop_assert!(id.is_some(), "{p:?} without a path id");
+            }
+        }
+    }
+
+    /// One operation on the RIB: `op` 0..=4 announces `rt`, 5 and 6 withdraw its prefix,
+    /// 7 takes another peer down.
+    fn step(r: &mut Rib, rt: &Route, op: u8) {
+        match op {
+            0..=4 => {
+                r.receive(PeerId(rt.peer), &update(rt), &cx()).unwrap();
+            }
+            5 | 6 => {
+                let w = Update {
+                    withdrawn: vec![Ipv4Nlri::new(prefix(rt.prefix))],
+                    ..Update::default()
+                };
+                r.receive(PeerId(rt.peer), &w, &cx()).unwrap();
+            }
+            _ => {
+                r.peer_down(PeerId(rt.peer % PEERS + 1)).unwrap();
             }
         }
     }

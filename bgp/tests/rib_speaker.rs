@@ -4,70 +4,22 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use tabby_bgp::policy::{Policy, PolicyConfig, Verdict};
+use tabby_bgp::policy::{Policy, PolicyConfig};
 use tabby_bgp::rib::out::{GroupKey, UpdateGroups};
-use tabby_bgp::rib::rules::ExportTarget;
-use tabby_bgp::rib::{
-    NextHop, NextHopMode, PathAttrs, PeerId, PeerInfo, PeerType, Prefix, Rib, RibConfig,
-};
+use tabby_bgp::rib::{NextHop, PathAttrs, PeerId, PeerInfo, PeerType, Prefix, Rib};
 use tabby_bgp::wire::{
-    AsPath, Asn, AttributeValue, Community, DecodeContext, Family, Ipv4Nlri, Ipv4Prefix, Ipv6Nlri,
+    AsPath, AttributeValue, Community, DecodeContext, Family, Ipv4Nlri, Ipv4Prefix, Ipv6Nlri,
     Ipv6Prefix, Message, MpNextHop, MpNlri, MpReach, MpUnreach, Origin, Update, UpdateAction,
     decode_message,
 };
 
-const LOCAL_AS: u32 = 64512;
-const RID: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
-
-fn p4(s: &str) -> Ipv4Prefix {
-    s.parse().unwrap()
-}
-
-fn cx() -> DecodeContext {
-    DecodeContext {
-        four_octet_as: true,
-        ..DecodeContext::default()
-    }
-}
-
-fn accept_all() -> Arc<Policy> {
-    Arc::new(Policy::all("accept-all", Verdict::Accept))
-}
-
-fn peer(id: u32, t: PeerType, asn: u32) -> PeerInfo {
-    PeerInfo {
-        id: PeerId(id),
-        peer_type: t,
-        asn: Asn(asn),
-        router_id: Ipv4Addr::new(10, 0, 0, id as u8),
-        address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, id as u8)),
-    }
-}
+mod support;
+use support::rib::{
+    LOCAL_AS, RID, accept_all, announce, cx, empty_rib, group_key, p4, peer, withdraw,
+};
 
 fn rib() -> Rib {
-    Rib::new(RibConfig::new(Asn(LOCAL_AS), RID))
-}
-
-/// An IPv4 UPDATE announcing `prefixes` via `nh` with AS path `path` plus extra attributes.
-fn announce(prefixes: &[&str], nh: [u8; 4], path: &[u32], extra: Vec<AttributeValue>) -> Update {
-    let mut attributes = vec![
-        AttributeValue::Origin(Origin::Igp).into(),
-        AttributeValue::AsPath(AsPath::sequence(path.iter().copied())).into(),
-        AttributeValue::NextHop(Ipv4Addr::from(nh)).into(),
-    ];
-    attributes.extend(extra.into_iter().map(Into::into));
-    Update {
-        attributes,
-        nlri: prefixes.iter().map(|p| Ipv4Nlri::new(p4(p))).collect(),
-        ..Update::default()
-    }
-}
-
-fn withdraw(prefixes: &[&str]) -> Update {
-    Update {
-        withdrawn: prefixes.iter().map(|p| Ipv4Nlri::new(p4(p))).collect(),
-        ..Update::default()
-    }
+    empty_rib(1)
 }
 
 #[test]
@@ -207,9 +159,7 @@ fn rfc8212_defaults_and_local_pref_on_ebgp_import() {
 
 #[test]
 fn best_path_stream_with_ecmp_next_hops() {
-    let mut cfg = RibConfig::new(Asn(LOCAL_AS), RID);
-    cfg.best_path.max_paths = 4;
-    let mut r = Rib::new(cfg);
+    let mut r = empty_rib(4);
     for id in 1..=3 {
         r.add_peer(peer(id, PeerType::Ibgp, LOCAL_AS), None, None)
             .unwrap();
@@ -402,23 +352,12 @@ fn ipv6_and_as4_path_reconciliation() {
     assert!(r.v6().is_empty());
 }
 
+/// An IPv4 and IPv6 group key with an optional export policy.
 fn key(t: PeerType, asn: u32, policy: Option<&str>) -> GroupKey {
     GroupKey {
-        target: ExportTarget {
-            peer_type: t,
-            peer_asn: Asn(asn),
-            next_hop_mode: NextHopMode::Auto,
-        },
         export_policy: policy.map(str::to_string),
-        four_octet_as: true,
-        extended_message: false,
-        extended_next_hop: false,
-        ipv4: true,
         ipv6: true,
-        local_v4: Some(Ipv4Addr::new(192, 0, 2, 100)),
-        local_v6: None,
-        add_path_v4: false,
-        add_path_v6: false,
+        ..group_key(t, asn, false)
     }
 }
 
