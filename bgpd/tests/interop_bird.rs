@@ -472,3 +472,86 @@ fn graceful_restart_bird_keeps_our_routes_while_we_restart() {
     let r = bird_route(&bird, "10.244.1.0/24").unwrap();
     assert_eq!(bird_attr(&r, "BGP.as_path"), Some("65002"), "{r}");
 }
+
+/// RFC 7911 send to BIRD (`add paths rx`): two GoBGP routers announce 198.51.100.0/24; BIRD
+/// holds both paths from us (one session), and withdrawing one at its source withdraws that
+/// path alone — BIRD keeps the other, the session stays up.
+#[test]
+fn add_path_send_to_bird_two_paths_then_one() {
+    if skip(&["bird", "birdc", "gobgpd", "gobgp"]) {
+        return;
+    }
+    const PREFIX: &str = "198.51.100.0/24";
+    let link = Link::new();
+    let bird_conf = format!(
+        "router id {THEM4};\nprotocol device {{}}\n\
+         protocol bgp tabby4 {{ local {THEM4} as 65010; neighbor {US4} as 65002; direct; \
+         hold time 9; connect retry time 1;\n  \
+         ipv4 {{ import all; export none; add paths rx; }}; }}\n"
+    );
+    let bird = Bird::start(&link.them, &bird_conf).expect("BIRD");
+    let sources = [
+        GobgpSource::start(&link.us, 1, 65021),
+        GobgpSource::start(&link.us, 2, 65022),
+    ];
+    let peers = format!(
+        "{}{}{}",
+        peer(THEM4, 65010, "add_path = { send = [\"ipv4-unicast\"] }"),
+        sources[0].peer(),
+        sources[1].peer()
+    );
+    let tabby = Tabby::start(&link.us, &config(US4, 65002, &peers));
+    tabby.wait_established(THEM4, T);
+    for s in &sources {
+        tabby.wait_established(&s.addr, T);
+        s.wait_established(T);
+        s.announce(PREFIX);
+    }
+    // `show route <prefix> all` prints one BGP.as_path line per path.
+    let as_paths = |bird: &Bird| -> Vec<String> {
+        let mut v: Vec<String> = bird_route(bird, PREFIX)
+            .map(|r| {
+                r.lines()
+                    .filter_map(|l| l.trim().strip_prefix("BGP.as_path:"))
+                    .map(|p| p.trim().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let both = wait_or(
+        "BIRD to hold two paths from us",
+        T,
+        || {
+            let p = as_paths(&bird);
+            (p.len() == 2).then_some(p)
+        },
+        || format!("{}\n{}", bird.log(), tabby.log_tail(30)),
+    );
+    assert_eq!(both, ["65002 65021", "65002 65022"]);
+    let out = tabby
+        .json(&format!("/rib?peer={THEM4}&dir=out"))
+        .expect("adj-rib-out");
+    let mut ids: Vec<u64> = out["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["path_id"].as_u64())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2], "{out}");
+
+    sources[0].withdraw(PREFIX);
+    let left = wait_or(
+        "BIRD to hold one path",
+        T,
+        || {
+            let p = as_paths(&bird);
+            (p.len() == 1).then_some(p)
+        },
+        || format!("{}\n{}", bird.log(), tabby.log_tail(30)),
+    );
+    assert_eq!(left, ["65002 65022"]);
+    assert_eq!(tabby.peer(THEM4).unwrap()["established_count"], 1);
+}

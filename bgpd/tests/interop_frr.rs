@@ -1017,41 +1017,23 @@ fn add_path_send_to_frr_two_paths_then_one() {
     );
     let frr = Frr::start(&link.them, &frr_conf).expect("FRR");
     // Two sources, AS 65021 and 65022, on their own veths to our namespace.
-    let mut sources = Vec::new();
-    let mut peers = peer(THEM4, 65010, "add_path = { send = [\"ipv4-unicast\"] }");
-    for (i, asn) in [(1u8, 65021u32), (2, 65022)] {
-        let (src, us) = (format!("10.8{i}.0.1"), format!("10.8{i}.0.2"));
-        let ns = tabby_netlab::Netns::new().expect("netns");
-        link.us
-            .veth_to(&format!("src{i}"), &ns, "eth0")
-            .expect("veth");
-        link.us
-            .add_addr(&format!("src{i}"), &format!("{us}/24"))
-            .expect("addr");
-        ns.add_addr("eth0", &format!("{src}/24")).expect("addr");
-        let gobgp = tabby_netlab::Gobgp::start(
-            &ns,
-            &format!(
-                "[global.config]\n  as = {asn}\n  router-id = \"{src}\"\n  port = 179\n\
-                 [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{us}\"\n    \
-                 peer-as = 65002\n  [neighbors.timers.config]\n    connect-retry = 1\n    \
-                 hold-time = 9\n    keepalive-interval = 3\n  [[neighbors.afi-safis]]\n    \
-                 [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n"
-            ),
-        )
-        .expect("gobgpd");
-        peers.push_str(&peer(&src, asn, ""));
-        sources.push((ns, gobgp, src, us));
-    }
+    let sources = [
+        GobgpSource::start(&link.us, 1, 65021),
+        GobgpSource::start(&link.us, 2, 65022),
+    ];
+    let peers = format!(
+        "{}{}{}",
+        peer(THEM4, 65010, "add_path = { send = [\"ipv4-unicast\"] }"),
+        sources[0].peer(),
+        sources[1].peer()
+    );
     let tabby = Tabby::start(&link.us, &config(US4, 65002, &peers));
     tabby.wait_established(THEM4, T);
     frr.wait_established(US4, T).unwrap();
-    for (_, gobgp, src, us) in &sources {
-        tabby.wait_established(src, T);
-        gobgp.wait_established(us, T).unwrap();
-        gobgp
-            .gobgp(&["global", "rib", "-a", "ipv4", "add", PREFIX, "nexthop", src])
-            .expect("gobgp rib add");
+    for s in &sources {
+        tabby.wait_established(&s.addr, T);
+        s.wait_established(T);
+        s.announce(PREFIX);
     }
     tabby.wait_route_where(PREFIX, T, |r| {
         r["paths"].as_array().is_some_and(|p| p.len() == 2)
@@ -1092,10 +1074,7 @@ fn add_path_send_to_frr_two_paths_then_one() {
     );
 
     // The first source withdraws: FRR keeps only the second source's path.
-    let (_, gobgp, _, _) = &sources[0];
-    gobgp
-        .gobgp(&["global", "rib", "-a", "ipv4", "del", PREFIX])
-        .expect("gobgp rib del");
+    sources[0].withdraw(PREFIX);
     let left = wait_or(
         "FRR to hold one path",
         T,

@@ -66,6 +66,73 @@ impl Link {
     }
 }
 
+/// A plain GoBGP router in its own namespace with a veth to our namespace (`10.8<i>.0.1`, us
+/// `10.8<i>.0.2`, our interface `src<i>`), peering with us (AS 65002) — a second source of
+/// paths for tests that need several paths for one prefix from different neighbours.
+pub struct GobgpSource {
+    pub ns: Netns,
+    pub gobgp: tabby_netlab::Gobgp,
+    pub addr: String,
+    pub our_addr: String,
+    pub asn: u32,
+}
+
+impl GobgpSource {
+    /// Source number `i` (1..=9) with AS `asn`, linked to `us`; started, not yet Established.
+    pub fn start(us: &Netns, i: u8, asn: u32) -> GobgpSource {
+        let (addr, our_addr) = (format!("10.8{i}.0.1"), format!("10.8{i}.0.2"));
+        let ns = Netns::new().expect("netns");
+        us.veth_to(&format!("src{i}"), &ns, "eth0").expect("veth");
+        us.add_addr(&format!("src{i}"), &format!("{our_addr}/24"))
+            .expect("addr");
+        ns.add_addr("eth0", &format!("{addr}/24")).expect("addr");
+        let gobgp = tabby_netlab::Gobgp::start(
+            &ns,
+            &format!(
+                "[global.config]\n  as = {asn}\n  router-id = \"{addr}\"\n  port = 179\n\
+                 [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{our_addr}\"\n    \
+                 peer-as = 65002\n  [neighbors.timers.config]\n    connect-retry = 1\n    \
+                 hold-time = 9\n    keepalive-interval = 3\n  [[neighbors.afi-safis]]\n    \
+                 [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n"
+            ),
+        )
+        .expect("gobgpd");
+        GobgpSource {
+            ns,
+            gobgp,
+            addr,
+            our_addr,
+            asn,
+        }
+    }
+
+    /// Our `[[peers]]` table for it.
+    pub fn peer(&self) -> String {
+        peer(&self.addr, self.asn, "")
+    }
+
+    pub fn wait_established(&self, timeout: Duration) {
+        self.gobgp
+            .wait_established(&self.our_addr, timeout)
+            .expect("GoBGP source Established");
+    }
+
+    /// Announces `prefix` (IPv4) with itself as next hop.
+    pub fn announce(&self, prefix: &str) {
+        self.gobgp
+            .gobgp(&[
+                "global", "rib", "-a", "ipv4", "add", prefix, "nexthop", &self.addr,
+            ])
+            .expect("gobgp rib add");
+    }
+
+    pub fn withdraw(&self, prefix: &str) {
+        self.gobgp
+            .gobgp(&["global", "rib", "-a", "ipv4", "del", prefix])
+            .expect("gobgp rib del");
+    }
+}
+
 /// A top-level config with an accept-all policy named `all`, listening dual-stack. `extra` is
 /// appended verbatim (peers, originate, graceful_restart tables …).
 pub fn config(router_id: &str, asn: u32, extra: &str) -> String {
