@@ -3,14 +3,11 @@
 //! path identifiers to a peer that asked to receive several, and the best one alone to a plain
 //! peer; a withdrawal removes exactly that path's id.
 
-use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use tabby_bgp::fsm::State;
-use tabby_bgp::policy::{PolicyConfig, Verdict};
-use tabby_bgp::rib::{NextHop, PathAttrs, Prefix};
-use tabby_bgp::speaker::{AdjRoute, MemoryNetwork, PeerConfig, PeerStatus, Speaker, SpeakerConfig};
+use tabby_bgp::rib::PathAttrs;
+use tabby_bgp::speaker::{AdjRoute, MemoryNetwork, Speaker};
 
 /// The speaker under test, the two sources, the ADD-PATH receiver and the plain peer.
 const T: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -19,68 +16,14 @@ const C: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
 const D: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 4);
 const E: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
 
-fn ip(a: Ipv4Addr) -> IpAddr {
-    IpAddr::V4(a)
-}
+mod support;
+use support::speaker::{accept_all, ebgp_peer as peer, established, ip, p, self_attrs, status};
 
-fn p(s: &str) -> Prefix {
-    Prefix::V4(s.parse().unwrap())
-}
-
+/// A speaker with one path per prefix and the accept-all policy "all".
 async fn start(net: &MemoryNetwork, me: Ipv4Addr, asn: u32) -> Speaker {
-    let s =
-        Speaker::start_with_transport(SpeakerConfig::new(asn, me), net.transport(ip(me))).unwrap();
-    s.set_policy(PolicyConfig {
-        name: "all".into(),
-        rules: Vec::new(),
-        default: Verdict::Accept,
-    })
-    .await
-    .unwrap();
+    let s = support::speaker::start(net, me, asn, 1);
+    s.set_policy(accept_all()).await.unwrap();
     s
-}
-
-/// eBGP with accept-all policies both ways (RFC 8212).
-fn peer(addr: Ipv4Addr, asn: u32) -> PeerConfig {
-    let mut c = PeerConfig::new(ip(addr), asn);
-    c.hold_time = Duration::from_secs(30);
-    c.connect_retry = Duration::from_secs(2);
-    c.import_policy = Some("all".into());
-    c.export_policy = Some("all".into());
-    c
-}
-
-async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn status(s: &Speaker, peer: Ipv4Addr) -> PeerStatus {
-    s.peers()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|x| x.address == ip(peer))
-        .expect("peer configured")
-}
-
-async fn established(s: &Speaker, peer: Ipv4Addr) {
-    eventually(Duration::from_secs(60), "Established", || async {
-        (status(s, peer).await.state == State::Established).then_some(())
-    })
-    .await
 }
 
 /// (path id, AS path) of every route `s` holds from `from`, sorted.
@@ -112,39 +55,63 @@ async fn expect_held(s: &Speaker, from: Ipv4Addr, want: &[(u32, &str)]) {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn add_path_receiver_gets_every_path_and_a_plain_peer_the_best() {
-    let net = MemoryNetwork::new();
-    let t = start(&net, T, 65000).await;
-    let b = start(&net, B, 65001).await;
-    let c = start(&net, C, 65002).await;
-    let d = start(&net, D, 65004).await;
-    let e = start(&net, E, 65005).await;
-
-    // T sends several paths to D only; D asks to receive them.
+/// T with the sources B and C and the peer D, to which T offers ADD-PATH send; D asks to
+/// receive several paths when `d_receives`. With `plain_e`, E too: a peer without ADD-PATH.
+/// Returns (T, B, C, D, E) once T's sessions are all Established.
+async fn lab(
+    net: &MemoryNetwork,
+    d_receives: bool,
+    plain_e: bool,
+) -> (Speaker, Speaker, Speaker, Speaker, Option<Speaker>) {
+    let t = start(net, T, 65000).await;
+    let b = start(net, B, 65001).await;
+    let c = start(net, C, 65002).await;
+    let d = start(net, D, 65004).await;
+    let e = if plain_e {
+        Some(start(net, E, 65005).await)
+    } else {
+        None
+    };
     let mut to_d = peer(D, 65004);
     to_d.add_path.ipv4_send = true;
     let mut from_t = peer(T, 65000);
-    from_t.add_path.ipv4_receive = true;
-    for (addr, asn) in [(B, 65001), (C, 65002), (E, 65005)] {
-        t.add_peer(peer(addr, asn)).await.unwrap();
+    from_t.add_path.ipv4_receive = d_receives;
+    let mut sources = vec![(B, 65001), (C, 65002)];
+    if plain_e {
+        sources.push((E, 65005));
+    }
+    for (addr, asn) in &sources {
+        t.add_peer(peer(*addr, *asn)).await.unwrap();
     }
     t.add_peer(to_d).await.unwrap();
     d.add_peer(from_t).await.unwrap();
-    for s in [&b, &c, &e] {
+    for s in [&b, &c].into_iter().chain(e.as_ref()) {
         s.add_peer(peer(T, 65000)).await.unwrap();
     }
-    for x in [B, C, D, E] {
+    for x in sources.iter().map(|(a, _)| *a).chain([D]) {
         established(&t, x).await;
     }
+    (t, b, c, d, e)
+}
+
+/// A path one AS longer than [`self_attrs`] (C's in the tests).
+fn longer() -> PathAttrs {
+    let mut a = self_attrs();
+    a.as_path = tabby_bgp::wire::AsPath::sequence([65002]);
+    a
+}
+
+#[tokio::test(start_paused = true)]
+async fn add_path_receiver_gets_every_path_and_a_plain_peer_the_best() {
+    let net = MemoryNetwork::new();
+    // T sends several paths to D only; D asks to receive them.
+    let (t, b, c, d, e) = lab(&net, true, true).await;
+    let e = e.expect("E started");
 
     // B's path is shorter (best); C's is one AS longer. B's first, so that it gets id 1.
-    let attrs = PathAttrs::new(NextHop::V4(Ipv4Addr::UNSPECIFIED));
-    b.originate(p("10.1.0.0/24"), attrs.clone()).await.unwrap();
+    b.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
     expect_held(&d, T, &[(1, "65000 65001")]).await;
-    let mut longer = attrs.clone();
-    longer.as_path = tabby_bgp::wire::AsPath::sequence([65002]);
-    c.originate(p("10.1.0.0/24"), longer).await.unwrap();
+    c.originate(p("10.1.0.0/24"), longer()).await.unwrap();
 
     // D: both paths, distinct ids.
     expect_held(&d, T, &[(1, "65000 65001"), (2, "65000 65002 65002")]).await;
@@ -169,9 +136,7 @@ async fn add_path_receiver_gets_every_path_and_a_plain_peer_the_best() {
     // and E the new best.
     assert!(b.withdraw(p("10.1.0.0/24")).await.unwrap());
     expect_held(&d, T, &[]).await;
-    let mut longer = attrs.clone();
-    longer.as_path = tabby_bgp::wire::AsPath::sequence([65002]);
-    c.originate(p("10.1.0.0/24"), longer).await.unwrap();
+    c.originate(p("10.1.0.0/24"), longer()).await.unwrap();
     expect_held(&d, T, &[(1, "65000 65002 65002")]).await;
     expect_held(&e, T, &[(0, "65000 65002 65002")]).await;
 
@@ -184,28 +149,9 @@ async fn add_path_receiver_gets_every_path_and_a_plain_peer_the_best() {
 async fn add_path_send_without_a_receiving_peer_is_plain() {
     // We offer Send, the peer does not offer Receive (RFC 7911 §4): best path, no ids.
     let net = MemoryNetwork::new();
-    let t = start(&net, T, 65000).await;
-    let b = start(&net, B, 65001).await;
-    let c = start(&net, C, 65002).await;
-    let d = start(&net, D, 65004).await;
-    let mut to_d = peer(D, 65004);
-    to_d.add_path.ipv4_send = true;
-    for (addr, asn) in [(B, 65001), (C, 65002)] {
-        t.add_peer(peer(addr, asn)).await.unwrap();
-    }
-    t.add_peer(to_d).await.unwrap();
-    d.add_peer(peer(T, 65000)).await.unwrap();
-    for s in [&b, &c] {
-        s.add_peer(peer(T, 65000)).await.unwrap();
-    }
-    for x in [B, C, D] {
-        established(&t, x).await;
-    }
-    let attrs = PathAttrs::new(NextHop::V4(Ipv4Addr::UNSPECIFIED));
-    b.originate(p("10.1.0.0/24"), attrs.clone()).await.unwrap();
-    let mut longer = attrs;
-    longer.as_path = tabby_bgp::wire::AsPath::sequence([65002]);
-    c.originate(p("10.1.0.0/24"), longer).await.unwrap();
+    let (t, b, c, d, _) = lab(&net, false, false).await;
+    b.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
+    c.originate(p("10.1.0.0/24"), longer()).await.unwrap();
     expect_held(&d, T, &[(0, "65000 65001")]).await;
     assert_eq!(status(&t, D).await.prefixes_advertised, 1);
     for s in [t, b, c, d] {

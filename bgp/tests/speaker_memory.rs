@@ -5,7 +5,6 @@
 //! policy change.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
@@ -19,8 +18,8 @@ use tabby_bgp::session::{
     Command, SessionConfig, SessionEvent, SessionEventKind, incoming_channel, spawn,
 };
 use tabby_bgp::speaker::{
-    GracefulRestartSettings, MaxPrefixConfig, MemoryNetwork, PeerChange, PeerConfig, PeerStatus,
-    RouteUpdate, Speaker, SpeakerConfig, Subscription,
+    GracefulRestartSettings, MaxPrefixConfig, MemoryNetwork, PeerChange, PeerConfig, RouteUpdate,
+    Speaker, SpeakerConfig, Subscription,
 };
 use tabby_bgp::wire::{Asn, Family};
 use tokio::time::timeout;
@@ -29,81 +28,10 @@ const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const C: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
 
-fn ip(a: Ipv4Addr) -> IpAddr {
-    IpAddr::V4(a)
-}
-
-fn p(s: &str) -> Prefix {
-    Prefix::V4(s.parse().unwrap())
-}
-
-fn start(net: &MemoryNetwork, me: Ipv4Addr, asn: u32, max_paths: usize) -> Speaker {
-    let mut cfg = SpeakerConfig::new(asn, me);
-    cfg.best_path.max_paths = max_paths;
-    Speaker::start_with_transport(cfg, net.transport(ip(me))).unwrap()
-}
-
-fn peer(addr: Ipv4Addr, asn: u32) -> PeerConfig {
-    let mut c = PeerConfig::new(ip(addr), asn);
-    c.hold_time = Duration::from_secs(30);
-    c.connect_retry = Duration::from_secs(2);
-    c
-}
-
-/// eBGP needs policies both ways (RFC 8212).
-fn ebgp_peer(addr: Ipv4Addr, asn: u32) -> PeerConfig {
-    let mut c = peer(addr, asn);
-    c.import_policy = Some("all".into());
-    c.export_policy = Some("all".into());
-    c
-}
-
-fn accept_all() -> PolicyConfig {
-    PolicyConfig {
-        name: "all".into(),
-        rules: Vec::new(),
-        default: Verdict::Accept,
-    }
-}
-
-fn self_attrs() -> PathAttrs {
-    PathAttrs::new(NextHop::V4(Ipv4Addr::UNSPECIFIED))
-}
-
-/// Polls `f` (in paused time) until it yields `Some`, for at most `within`.
-async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn status(s: &Speaker, peer: Ipv4Addr) -> PeerStatus {
-    s.peers()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|x| x.address == ip(peer))
-        .expect("peer configured")
-}
-
-async fn established(s: &Speaker, peer: Ipv4Addr) -> PeerStatus {
-    eventually(Duration::from_secs(60), "Established", || async {
-        let st = status(s, peer).await;
-        (st.state == State::Established).then_some(st)
-    })
-    .await
-}
+mod support;
+use support::speaker::{
+    accept_all, ebgp_peer, established, eventually, ip, p, peer, self_attrs, start, status,
+};
 
 /// A subscriber's view of the forwarding table, as an agent would keep it.
 struct Fib {

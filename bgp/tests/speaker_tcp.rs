@@ -2,48 +2,20 @@
 //! listener, routes flow both ways with next-hop self taken from the connection's own address,
 //! and a shutdown reaches the peer as Cease / Administrative Shutdown.
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use tabby_bgp::fsm::State;
-use tabby_bgp::policy::{PolicyConfig, Verdict};
-use tabby_bgp::rib::{NextHop, PathAttrs, Prefix};
-use tabby_bgp::speaker::{ConnectFailure, PeerConfig, PeerStatus, Speaker, SpeakerConfig};
+use tabby_bgp::speaker::{ConnectFailure, PeerConfig, Speaker, SpeakerConfig};
 
 const A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const B: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
-fn p(s: &str) -> Prefix {
-    Prefix::V4(s.parse().unwrap())
-}
+/// Bound on each wait over real sockets.
+const WAIT: Duration = Duration::from_secs(30);
 
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn status(s: &Speaker, peer: Ipv4Addr) -> PeerStatus {
-    s.peers()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|x| x.address == IpAddr::V4(peer))
-        .unwrap()
-}
+mod support;
+use support::speaker::{accept_all, established, eventually, p, self_attrs, status};
 
 fn speaker(me: Ipv4Addr, asn: u32) -> Speaker {
     let mut cfg = SpeakerConfig::new(asn, me);
@@ -65,13 +37,8 @@ fn peer(addr: Ipv4Addr, asn: u32, port: u16) -> PeerConfig {
 async fn two_speakers_over_loopback_tcp() {
     let a = speaker(A, 65001);
     let b = speaker(B, 65002);
-    let all = PolicyConfig {
-        name: "all".into(),
-        rules: Vec::new(),
-        default: Verdict::Accept,
-    };
-    a.set_policy(all.clone()).await.unwrap();
-    b.set_policy(all).await.unwrap();
+    a.set_policy(accept_all()).await.unwrap();
+    b.set_policy(accept_all()).await.unwrap();
     let (pa, pb) = (a.listening()[0].port(), b.listening()[0].port());
     // A connects from whatever source the kernel picks (127.0.0.1); B from 127.0.0.2, so
     // either connection is acceptable to the other's listener.
@@ -80,22 +47,19 @@ async fn two_speakers_over_loopback_tcp() {
     to_a.source = Some(IpAddr::V4(B));
     b.add_peer(to_a).await.unwrap();
     for (s, other) in [(&a, B), (&b, A)] {
-        eventually("Established", || async {
-            (status(s, other).await.state == State::Established).then_some(())
-        })
-        .await;
+        established(s, other).await;
     }
 
-    let local = PathAttrs::new(NextHop::V4(Ipv4Addr::UNSPECIFIED));
+    let local = self_attrs();
     a.originate(p("10.1.0.0/24"), local.clone()).await.unwrap();
     b.originate(p("10.2.0.0/24"), local).await.unwrap();
-    let at_b = eventually("10.1 at B", || async {
+    let at_b = eventually(WAIT, "10.1 at B", || async {
         b.rib_lookup(p("10.1.0.0/24")).await.unwrap()
     })
     .await;
     // Next hop self: A's own address on the connection.
     assert_eq!(at_b.paths[0].attrs.next_hop, IpAddr::V4(A));
-    let at_a = eventually("10.2 at A", || async {
+    let at_a = eventually(WAIT, "10.2 at A", || async {
         a.rib_lookup(p("10.2.0.0/24")).await.unwrap()
     })
     .await;
@@ -103,7 +67,7 @@ async fn two_speakers_over_loopback_tcp() {
     assert_eq!(at_a.paths[0].attrs.as_path, "65002");
 
     a.shutdown().await.unwrap();
-    let st = eventually("B sees the shutdown", || async {
+    let st = eventually(WAIT, "B sees the shutdown", || async {
         let st = status(&b, A).await;
         // (An earlier one may be the Cease / Collision Resolution of the start.)
         st.last_notification_received
@@ -118,7 +82,7 @@ async fn two_speakers_over_loopback_tcp() {
         st.1.text
     );
     assert_ne!(st.0.state, State::Established);
-    eventually("10.1 withdrawn at B", || async {
+    eventually(WAIT, "10.1 withdrawn at B", || async {
         b.rib_lookup(p("10.1.0.0/24"))
             .await
             .unwrap()
@@ -144,7 +108,7 @@ async fn refused_connect_is_reported_as_a_typed_cause() {
     let mut c = peer(Ipv4Addr::new(127, 0, 0, 3), 65003, closed);
     (c.import_policy, c.export_policy) = (None, None);
     a.add_peer(c).await.unwrap();
-    let s = eventually("a refused connect in the status", || async {
+    let s = eventually(WAIT, "a refused connect in the status", || async {
         let s = status(&a, Ipv4Addr::new(127, 0, 0, 3)).await;
         s.connect_failure.is_some().then_some(s)
     })

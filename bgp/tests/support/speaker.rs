@@ -1,5 +1,6 @@
-//! Speaker fixtures: addresses, prefixes, the accept-all policy, and polling a speaker until
-//! a peer reaches a state (on tokio's clock, paused or not).
+//! Speaker fixtures: in-process speakers and their peer configurations, addresses, prefixes,
+//! the accept-all policy, and polling a speaker until a peer reaches a state (on tokio's
+//! clock, paused or not).
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
@@ -7,8 +8,8 @@ use std::time::Duration;
 
 use tabby_bgp::fsm::State;
 use tabby_bgp::policy::{PolicyConfig, Verdict};
-use tabby_bgp::rib::Prefix;
-use tabby_bgp::speaker::{PeerStatus, Speaker};
+use tabby_bgp::rib::{NextHop, PathAttrs, Prefix};
+use tabby_bgp::speaker::{MemoryNetwork, PeerConfig, PeerStatus, Speaker, SpeakerConfig};
 
 pub fn ip(a: Ipv4Addr) -> IpAddr {
     IpAddr::V4(a)
@@ -25,6 +26,34 @@ pub fn accept_all() -> PolicyConfig {
         rules: Vec::new(),
         default: Verdict::Accept,
     }
+}
+
+/// A speaker at `me` on the in-process network, with `max_paths` ECMP paths.
+pub fn start(net: &MemoryNetwork, me: Ipv4Addr, asn: u32, max_paths: usize) -> Speaker {
+    let mut cfg = SpeakerConfig::new(asn, me);
+    cfg.best_path.max_paths = max_paths;
+    Speaker::start_with_transport(cfg, net.transport(ip(me))).unwrap()
+}
+
+/// A peer with a 30 s hold time and a 2 s ConnectRetry, no policies.
+pub fn peer(addr: Ipv4Addr, asn: u32) -> PeerConfig {
+    let mut c = PeerConfig::new(ip(addr), asn);
+    c.hold_time = Duration::from_secs(30);
+    c.connect_retry = Duration::from_secs(2);
+    c
+}
+
+/// [`peer`] with the "all" policy both ways: eBGP needs policies (RFC 8212).
+pub fn ebgp_peer(addr: Ipv4Addr, asn: u32) -> PeerConfig {
+    let mut c = peer(addr, asn);
+    c.import_policy = Some("all".into());
+    c.export_policy = Some("all".into());
+    c
+}
+
+/// Attributes of a locally originated route: next hop self.
+pub fn self_attrs() -> PathAttrs {
+    PathAttrs::new(NextHop::V4(Ipv4Addr::UNSPECIFIED))
 }
 
 /// Polls `f` every 100 ms of tokio time until it yields `Some`, for at most `within`;
