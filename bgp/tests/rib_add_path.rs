@@ -12,13 +12,14 @@ use tabby_bgp::policy::Policy;
 use tabby_bgp::rib::out::{GroupId, Sent, UpdateGroups, diff_paths, smallest_free_id};
 use tabby_bgp::rib::{NextHop, PathAttrs, PeerId, PeerType, Rib};
 use tabby_bgp::wire::{
-    AsPath, Asn, AttributeValue, Community, Ipv4Prefix, Ipv6Nlri, Ipv6Prefix, Message, MpNextHop,
-    MpNlri, MpReach, MpUnreach, Origin, Update, decode_message,
+    AsPath, Asn, AttributeValue, Community, Ipv4Prefix, Ipv6Nlri, Ipv6Prefix, MpNextHop, MpNlri,
+    MpReach, MpUnreach, Origin, Update,
 };
 
 mod support;
 use support::rib::{
-    LOCAL_AS, accept_all, announce, cx, empty_rib, group_key as key, p4, peer, withdraw,
+    LOCAL_AS, accept_all, announce, cx, empty_rib, group_key as key, p4, peer, wire_roundtrip,
+    withdraw,
 };
 
 /// A RIB with three eBGP sources (accept-all import), an iBGP non-client and an RR client.
@@ -95,22 +96,7 @@ fn wire(groups: &UpdateGroups, group: GroupId, updates: Vec<Update>) -> Vec<Upda
         updates,
     };
     let k = groups.group(group).unwrap().key().clone();
-    groups
-        .encode(&batch)
-        .unwrap()
-        .iter()
-        .map(|b| {
-            assert!(
-                b.len() <= 4096,
-                "RFC 4271 §4: message of {} octets",
-                b.len()
-            );
-            match decode_message(b, &k.context()).unwrap() {
-                Message::Update(u) => u,
-                m => panic!("not an UPDATE: {m:?}"),
-            }
-        })
-        .collect()
+    wire_roundtrip(groups, &batch, &k)
 }
 
 /// Runs the RIB's changes through the groups and returns each group's decoded UPDATEs.
@@ -126,8 +112,52 @@ fn step(r: &mut Rib, g: &mut UpdateGroups) -> BTreeMap<GroupId, Vec<Update>> {
     out
 }
 
+/// Peer `id` announces `prefixes` with next hop 192.0.2.`id` (its own address), AS path
+/// `path` and `extra` attributes; the RIB must take the UPDATE.
+fn announce_from(
+    r: &mut Rib,
+    id: u32,
+    prefixes: &[&str],
+    path: &[u32],
+    extra: Vec<AttributeValue>,
+) {
+    r.receive(
+        PeerId(id),
+        &announce(prefixes, [192, 0, 2, id as u8], path, extra),
+        &cx(),
+    )
+    .unwrap();
+}
+
+/// 10.1.0.0/24 from eBGP peers 1 (AS path 65001: the best) and 2 (65002 65009).
+fn two_paths(r: &mut Rib) {
+    announce_from(r, 1, &["10.1.0.0/24"], &[65001], vec![]);
+    announce_from(r, 2, &["10.1.0.0/24"], &[65002, 65009], vec![]);
+}
+
+/// Peer `id` withdraws `prefixes`.
+fn withdraw_from(r: &mut Rib, id: u32, prefixes: &[&str]) {
+    r.receive(PeerId(id), &withdraw(prefixes), &cx()).unwrap();
+}
+
+/// Route-reflector client `peer` joins its group (ADD-PATH send or not): (group, dump).
+fn join_client(g: &mut UpdateGroups, peer: u32, add_path: bool, r: &Rib) -> (GroupId, Vec<Update>) {
+    g.join(
+        PeerId(peer),
+        key(PeerType::RrClient, LOCAL_AS, add_path),
+        None,
+        r,
+    )
+    .unwrap()
+}
+
 fn attrs(n: u8) -> Arc<PathAttrs> {
     Arc::new(PathAttrs::new(NextHop::V4(Ipv4Addr::new(192, 0, 2, n))))
+}
+
+/// (path id, announced rather than withdrawn) of each entry of a [`diff_paths`] result.
+fn announced(out: &[(u32, Option<Arc<PathAttrs>>)]) -> Vec<(u32, bool)> {
+    out.iter().map(|(id, x)| (*id, x.is_some())).collect()
 }
 
 #[test]
@@ -141,12 +171,7 @@ fn path_ids_smallest_free_stable_and_withdrawn_by_id() {
         vec![(PeerId(1), 0, a.clone()), (PeerId(2), 0, b.clone())],
         |_| released += 1,
     );
-    assert_eq!(
-        out.iter()
-            .map(|(id, x)| (*id, x.is_some()))
-            .collect::<Vec<_>>(),
-        vec![(1, true), (2, true)]
-    );
+    assert_eq!(announced(&out), vec![(1, true), (2, true)]);
     // The same again, in the other order: nothing to send, ids kept, both offered sets
     // released (the list already holds them).
     let out = diff_paths(
@@ -174,12 +199,7 @@ fn path_ids_smallest_free_stable_and_withdrawn_by_id() {
         vec![(PeerId(2), 0, b.clone()), (PeerId(1), 7, c.clone())],
         |_| {},
     );
-    assert_eq!(
-        out.iter()
-            .map(|(id, x)| (*id, x.is_some()))
-            .collect::<Vec<_>>(),
-        vec![(1, false)]
-    );
+    assert_eq!(announced(&out), vec![(1, false)]);
     // New attributes for peer 2's path: re-announced under the same id 2.
     let out = diff_paths(
         &mut sent,
@@ -225,40 +245,15 @@ fn every_path_is_advertised_with_its_own_id_and_withdrawn_alone() {
     let mut r = rib();
     let mut g = UpdateGroups::new();
     // An RR client with ADD-PATH and one without: different groups.
-    let (ga, dump_a) = g
-        .join(
-            PeerId(20),
-            key(PeerType::RrClient, LOCAL_AS, true),
-            None,
-            &r,
-        )
-        .unwrap();
-    let (gp, dump_p) = g
-        .join(
-            PeerId(21),
-            key(PeerType::RrClient, LOCAL_AS, false),
-            None,
-            &r,
-        )
-        .unwrap();
+    let (ga, dump_a) = join_client(&mut g, 20, true, &r);
+    let (gp, dump_p) = join_client(&mut g, 21, false, &r);
     assert_ne!(ga, gp, "ADD-PATH and plain peers never share a group");
     assert!(dump_a.is_empty() && dump_p.is_empty());
     assert!(g.any_add_path());
     r.set_track_paths(g.any_add_path());
 
     // Two eBGP peers announce the same prefix; peer 1 has the shorter AS path (best).
-    r.receive(
-        PeerId(1),
-        &announce(&["10.1.0.0/24"], [192, 0, 2, 1], &[65001], vec![]),
-        &cx(),
-    )
-    .unwrap();
-    r.receive(
-        PeerId(2),
-        &announce(&["10.1.0.0/24"], [192, 0, 2, 2], &[65002, 65009], vec![]),
-        &cx(),
-    )
-    .unwrap();
+    two_paths(&mut r);
     let out = step(&mut r, &mut g);
     let (mut ra, mut rp) = (Receiver::default(), Receiver::default());
     ra.apply(&out[&ga]);
@@ -276,12 +271,7 @@ fn every_path_is_advertised_with_its_own_id_and_withdrawn_alone() {
     // An unrelated prefix from peer 3: the ids of 10.1 do not move, and nothing is re-sent
     // for it.
     ra.clear_log();
-    r.receive(
-        PeerId(3),
-        &announce(&["10.9.0.0/24"], [192, 0, 2, 3], &[65003], vec![]),
-        &cx(),
-    )
-    .unwrap();
+    announce_from(&mut r, 3, &["10.9.0.0/24"], &[65003], vec![]);
     let out = step(&mut r, &mut g);
     ra.apply(&out[&ga]);
     assert_eq!(ra.announced, vec![(p4("10.9.0.0/24"), Some(1))]);
@@ -292,8 +282,7 @@ fn every_path_is_advertised_with_its_own_id_and_withdrawn_alone() {
     // plain peer nothing (its best did not change).
     ra.clear_log();
     rp.clear_log();
-    r.receive(PeerId(2), &withdraw(&["10.1.0.0/24"]), &cx())
-        .unwrap();
+    withdraw_from(&mut r, 2, &["10.1.0.0/24"]);
     let out = step(&mut r, &mut g);
     ra.apply(&out[&ga]);
     assert_eq!(ra.withdrawn, vec![(p4("10.1.0.0/24"), Some(2))]);
@@ -303,12 +292,7 @@ fn every_path_is_advertised_with_its_own_id_and_withdrawn_alone() {
 
     // Peer 2 comes back: the smallest free id (2) again.
     ra.clear_log();
-    r.receive(
-        PeerId(2),
-        &announce(&["10.1.0.0/24"], [192, 0, 2, 2], &[65002, 65009], vec![]),
-        &cx(),
-    )
-    .unwrap();
+    announce_from(&mut r, 2, &["10.1.0.0/24"], &[65002, 65009], vec![]);
     let out = step(&mut r, &mut g);
     ra.apply(&out[&ga]);
     assert_eq!(ra.announced, vec![(p4("10.1.0.0/24"), Some(2))]);
@@ -336,14 +320,7 @@ fn every_path_is_advertised_with_its_own_id_and_withdrawn_alone() {
     let mut refreshed = Receiver::default();
     refreshed.apply(&wire(&g, ga, g.refresh(PeerId(20), &r).unwrap()));
     assert_eq!(refreshed.routes, ra.routes);
-    let (ga2, dump) = g
-        .join(
-            PeerId(22),
-            key(PeerType::RrClient, LOCAL_AS, true),
-            None,
-            &r,
-        )
-        .unwrap();
+    let (ga2, dump) = join_client(&mut g, 22, true, &r);
     assert_eq!(ga2, ga);
     let mut second = Receiver::default();
     second.apply(&wire(&g, ga, dump));
@@ -368,33 +345,11 @@ fn every_path_is_advertised_with_its_own_id_and_withdrawn_alone() {
 #[test]
 fn a_group_made_on_a_full_table_starts_from_every_path() {
     let mut r = rib();
-    r.receive(
-        PeerId(1),
-        &announce(
-            &["10.1.0.0/24", "10.2.0.0/24"],
-            [192, 0, 2, 1],
-            &[65001],
-            vec![],
-        ),
-        &cx(),
-    )
-    .unwrap();
-    r.receive(
-        PeerId(2),
-        &announce(&["10.1.0.0/24"], [192, 0, 2, 2], &[65002], vec![]),
-        &cx(),
-    )
-    .unwrap();
+    announce_from(&mut r, 1, &["10.1.0.0/24", "10.2.0.0/24"], &[65001], vec![]);
+    announce_from(&mut r, 2, &["10.1.0.0/24"], &[65002], vec![]);
     let _ = r.take_changes();
     let mut g = UpdateGroups::new();
-    let (ga, dump) = g
-        .join(
-            PeerId(20),
-            key(PeerType::RrClient, LOCAL_AS, true),
-            None,
-            &r,
-        )
-        .unwrap();
+    let (ga, dump) = join_client(&mut g, 20, true, &r);
     let mut ra = Receiver::default();
     ra.apply(&wire(&g, ga, dump));
     assert_eq!(ra.ids("10.1.0.0/24"), BTreeSet::from([Some(1), Some(2)]));
@@ -402,17 +357,7 @@ fn a_group_made_on_a_full_table_starts_from_every_path() {
     // Tracking on only now: a path added afterwards reaches the group although it is not
     // the best (a longer AS path).
     r.set_track_paths(true);
-    r.receive(
-        PeerId(3),
-        &announce(
-            &["10.2.0.0/24"],
-            [192, 0, 2, 3],
-            &[65003, 65009, 65009],
-            vec![],
-        ),
-        &cx(),
-    )
-    .unwrap();
+    announce_from(&mut r, 3, &["10.2.0.0/24"], &[65003, 65009, 65009], vec![]);
     let changes = r.take_changes();
     assert!(changes.v4.is_empty(), "not a best-path change");
     assert_eq!(changes.touched_v4, vec![p4("10.2.0.0/24")]);
@@ -426,18 +371,7 @@ fn a_group_made_on_a_full_table_starts_from_every_path() {
 fn untracked_rib_reports_no_touched_prefixes() {
     let mut r = rib();
     assert!(!r.tracks_paths());
-    r.receive(
-        PeerId(1),
-        &announce(&["10.1.0.0/24"], [192, 0, 2, 1], &[65001], vec![]),
-        &cx(),
-    )
-    .unwrap();
-    r.receive(
-        PeerId(2),
-        &announce(&["10.1.0.0/24"], [192, 0, 2, 2], &[65002, 65009], vec![]),
-        &cx(),
-    )
-    .unwrap();
+    two_paths(&mut r);
     let c = r.take_changes();
     assert_eq!(c.v4.len(), 1, "only the first path changed the best");
     assert!(c.touched_v4.is_empty() && c.touched_v6.is_empty());
@@ -464,45 +398,28 @@ fn export_rules_apply_per_path() {
     r.set_track_paths(true);
     // Four paths for one prefix: eBGP (1), eBGP with NO_EXPORT (2), iBGP non-client (4), RR
     // client (5).
-    r.receive(
-        PeerId(1),
-        &announce(&["10.5.0.0/24"], [192, 0, 2, 1], &[65001], vec![]),
-        &cx(),
-    )
-    .unwrap();
-    r.receive(
-        PeerId(2),
-        &announce(
-            &["10.5.0.0/24"],
-            [192, 0, 2, 2],
-            &[65002],
-            vec![AttributeValue::Communities(vec![Community::NO_EXPORT])],
-        ),
-        &cx(),
-    )
-    .unwrap();
-    r.receive(
-        PeerId(4),
-        &announce(
-            &["10.5.0.0/24"],
-            [192, 0, 2, 4],
-            &[],
-            vec![AttributeValue::LocalPref(100)],
-        ),
-        &cx(),
-    )
-    .unwrap();
-    r.receive(
-        PeerId(5),
-        &announce(
-            &["10.5.0.0/24"],
-            [192, 0, 2, 5],
-            &[],
-            vec![AttributeValue::LocalPref(100)],
-        ),
-        &cx(),
-    )
-    .unwrap();
+    announce_from(&mut r, 1, &["10.5.0.0/24"], &[65001], vec![]);
+    announce_from(
+        &mut r,
+        2,
+        &["10.5.0.0/24"],
+        &[65002],
+        vec![AttributeValue::Communities(vec![Community::NO_EXPORT])],
+    );
+    announce_from(
+        &mut r,
+        4,
+        &["10.5.0.0/24"],
+        &[],
+        vec![AttributeValue::LocalPref(100)],
+    );
+    announce_from(
+        &mut r,
+        5,
+        &["10.5.0.0/24"],
+        &[],
+        vec![AttributeValue::LocalPref(100)],
+    );
     assert_eq!(
         r.paths(&tabby_bgp::rib::Prefix::V4(p4("10.5.0.0/24")))
             .len(),
@@ -541,8 +458,7 @@ fn export_rules_apply_per_path() {
     // The NO_EXPORT path goes: nothing for the eBGP peer, its id withdrawn for the iBGP one.
     ri.clear_log();
     let nx = ri.id_of("10.5.0.0/24", [192, 0, 2, 2]);
-    r.receive(PeerId(2), &withdraw(&["10.5.0.0/24"]), &cx())
-        .unwrap();
+    withdraw_from(&mut r, 2, &["10.5.0.0/24"]);
     let out = step(&mut r, &mut g);
     assert!(!out.contains_key(&ge));
     ri.apply(&out[&gi]);
@@ -559,28 +475,11 @@ fn packing_with_path_ids_fills_messages_to_the_limit() {
         .collect();
     let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
     for chunk in refs.chunks(500) {
-        r.receive(
-            PeerId(1),
-            &announce(chunk, [192, 0, 2, 1], &[65001], vec![]),
-            &cx(),
-        )
-        .unwrap();
-        r.receive(
-            PeerId(2),
-            &announce(chunk, [192, 0, 2, 2], &[65002, 65009], vec![]),
-            &cx(),
-        )
-        .unwrap();
+        announce_from(&mut r, 1, chunk, &[65001], vec![]);
+        announce_from(&mut r, 2, chunk, &[65002, 65009], vec![]);
     }
     let mut g = UpdateGroups::new();
-    let (ga, dump) = g
-        .join(
-            PeerId(20),
-            key(PeerType::RrClient, LOCAL_AS, true),
-            None,
-            &r,
-        )
-        .unwrap();
+    let (ga, dump) = join_client(&mut g, 20, true, &r);
     let batch = tabby_bgp::rib::out::OutBatch {
         group: ga,
         members: Vec::new(),
@@ -617,7 +516,7 @@ fn packing_with_path_ids_fills_messages_to_the_limit() {
     // Withdrawals by id pack the same way: 3000 × 8 octets.
     r.set_track_paths(true);
     for chunk in refs.chunks(500) {
-        r.receive(PeerId(2), &withdraw(chunk), &cx()).unwrap();
+        withdraw_from(&mut r, 2, chunk);
     }
     let out = step(&mut r, &mut g);
     let ups = &out[&ga];
@@ -634,27 +533,9 @@ fn packing_with_path_ids_fills_messages_to_the_limit() {
 fn a_non_best_path_whose_next_hop_becomes_unreachable_is_withdrawn() {
     let mut r = rib();
     let mut g = UpdateGroups::new();
-    let (ga, _) = g
-        .join(
-            PeerId(20),
-            key(PeerType::RrClient, LOCAL_AS, true),
-            None,
-            &r,
-        )
-        .unwrap();
+    let (ga, _) = join_client(&mut g, 20, true, &r);
     r.set_track_paths(true);
-    r.receive(
-        PeerId(1),
-        &announce(&["10.1.0.0/24"], [192, 0, 2, 1], &[65001], vec![]),
-        &cx(),
-    )
-    .unwrap();
-    r.receive(
-        PeerId(2),
-        &announce(&["10.1.0.0/24"], [192, 0, 2, 2], &[65002, 65009], vec![]),
-        &cx(),
-    )
-    .unwrap();
+    two_paths(&mut r);
     let mut ra = Receiver::default();
     ra.apply(&step(&mut r, &mut g)[&ga]);
     assert_eq!(ra.ids("10.1.0.0/24").len(), 2);
@@ -691,29 +572,15 @@ fn export_policy_change_and_regroup_keep_ids_per_path() {
         .unwrap();
     r.set_track_paths(true);
     // Three paths; peer 2's carries community 65002:1.
-    r.receive(
-        PeerId(1),
-        &announce(&["10.1.0.0/24"], [192, 0, 2, 1], &[65001], vec![]),
-        &cx(),
-    )
-    .unwrap();
-    r.receive(
-        PeerId(2),
-        &announce(
-            &["10.1.0.0/24"],
-            [192, 0, 2, 2],
-            &[65002],
-            vec![AttributeValue::Communities(vec![Community::new(65002, 1)])],
-        ),
-        &cx(),
-    )
-    .unwrap();
-    r.receive(
-        PeerId(3),
-        &announce(&["10.1.0.0/24"], [192, 0, 2, 3], &[65003], vec![]),
-        &cx(),
-    )
-    .unwrap();
+    announce_from(&mut r, 1, &["10.1.0.0/24"], &[65001], vec![]);
+    announce_from(
+        &mut r,
+        2,
+        &["10.1.0.0/24"],
+        &[65002],
+        vec![AttributeValue::Communities(vec![Community::new(65002, 1)])],
+    );
+    announce_from(&mut r, 3, &["10.1.0.0/24"], &[65003], vec![]);
     let mut re = Receiver::default();
     re.apply(&step(&mut r, &mut g)[&ge]);
     assert_eq!(
@@ -836,12 +703,7 @@ fn ipv6_paths_carry_ids_in_mp_reach_and_mp_unreach() {
         &cx(),
     )
     .unwrap();
-    r.receive(
-        PeerId(1),
-        &announce(&["10.1.0.0/24"], [192, 0, 2, 1], &[65001], vec![]),
-        &cx(),
-    )
-    .unwrap();
+    announce_from(&mut r, 1, &["10.1.0.0/24"], &[65001], vec![]);
     let out = step(&mut r, &mut g);
     let (mut ann, wd) = mp6(&out[&gid]);
     ann.sort_unstable();

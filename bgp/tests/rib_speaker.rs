@@ -9,13 +9,13 @@ use tabby_bgp::rib::out::{GroupKey, UpdateGroups};
 use tabby_bgp::rib::{NextHop, PathAttrs, PeerId, PeerInfo, PeerType, Prefix, Rib};
 use tabby_bgp::wire::{
     AsPath, AttributeValue, Community, DecodeContext, Family, Ipv4Nlri, Ipv4Prefix, Ipv6Nlri,
-    Ipv6Prefix, Message, MpNextHop, MpNlri, MpReach, MpUnreach, Origin, Update, UpdateAction,
-    decode_message,
+    Ipv6Prefix, MpNextHop, MpNlri, MpReach, MpUnreach, Origin, Update, UpdateAction,
 };
 
 mod support;
 use support::rib::{
-    LOCAL_AS, RID, accept_all, announce, cx, empty_rib, group_key, p4, peer, withdraw,
+    LOCAL_AS, RID, accept_all, announce, cx, empty_rib, group_key, p4, peer, wire_roundtrip,
+    withdraw,
 };
 
 fn rib() -> Rib {
@@ -359,30 +359,6 @@ fn key(t: PeerType, asn: u32, policy: Option<&str>) -> GroupKey {
         ipv6: true,
         ..group_key(t, asn, false)
     }
-}
-
-/// Decodes what a group would put on the wire, so the tests check real bytes.
-fn wire_roundtrip(
-    groups: &UpdateGroups,
-    batch: &tabby_bgp::rib::out::OutBatch,
-    k: &GroupKey,
-) -> Vec<Update> {
-    groups
-        .encode(batch)
-        .unwrap()
-        .iter()
-        .map(|b| {
-            assert!(
-                b.len() <= 4096,
-                "RFC 4271 §4: message of {} octets",
-                b.len()
-            );
-            match decode_message(b, &k.context()).unwrap() {
-                Message::Update(u) => u,
-                m => panic!("not an UPDATE: {m:?}"),
-            }
-        })
-        .collect()
 }
 
 #[test]

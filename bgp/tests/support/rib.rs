@@ -5,11 +5,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use tabby_bgp::policy::{Policy, Verdict};
-use tabby_bgp::rib::out::GroupKey;
+use tabby_bgp::rib::out::{GroupKey, OutBatch, UpdateGroups};
 use tabby_bgp::rib::rules::ExportTarget;
 use tabby_bgp::rib::{NextHopMode, PeerId, PeerInfo, PeerType, Rib, RibConfig};
 use tabby_bgp::wire::{
-    AsPath, Asn, AttributeValue, DecodeContext, Ipv4Nlri, Ipv4Prefix, Origin, Update,
+    AsPath, Asn, AttributeValue, DecodeContext, Ipv4Nlri, Ipv4Prefix, Message, Origin, Update,
+    decode_message,
 };
 
 /// Our AS and router id in every RIB fixture.
@@ -157,4 +158,25 @@ pub fn feed(r: &mut Rib, updates: &[(PeerId, Update)]) {
         r.receive(*p, u, &cx).unwrap();
         std::hint::black_box(r.take_changes());
     }
+}
+
+/// Encodes `batch` as the group keyed `k` would send it and decodes the bytes again, so
+/// tests check real bytes. Every message must fit RFC 4271 §4's 4096 octets and be an UPDATE.
+pub fn wire_roundtrip(groups: &UpdateGroups, batch: &OutBatch, k: &GroupKey) -> Vec<Update> {
+    groups
+        .encode(batch)
+        .unwrap()
+        .iter()
+        .map(|b| {
+            assert!(
+                b.len() <= 4096,
+                "RFC 4271 §4: message of {} octets",
+                b.len()
+            );
+            match decode_message(b, &k.context()).unwrap() {
+                Message::Update(u) => u,
+                m => panic!("not an UPDATE: {m:?}"),
+            }
+        })
+        .collect()
 }
