@@ -14,19 +14,43 @@ use tabby_netlab::Gobgp;
 
 const T: Duration = Duration::from_secs(30);
 
-fn gobgp_conf(asn: u32, peer_asn: u32) -> String {
-    let neighbor = |addr: &str, family: &str| {
-        format!(
-            "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{addr}\"\n    \
-             peer-as = {peer_asn}\n  [neighbors.timers.config]\n    connect-retry = 1\n    \
-             hold-time = 9\n    keepalive-interval = 3\n  [[neighbors.afi-safis]]\n    \
-             [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}\"\n"
-        )
-    };
+/// GoBGP's `[global.config]`: AS `asn`, router id `router_id`, listening on port 179.
+fn gobgp_global(asn: u32, router_id: &str) -> String {
+    format!("[global.config]\n  as = {asn}\n  router-id = \"{router_id}\"\n  port = 179\n")
+}
+
+/// One GoBGP neighbor at `addr` in `peer_as`, with short timers (ConnectRetry 1 s, hold time
+/// 9 s) so the tests converge fast. `config` goes into `[neighbors.config]`; `rest` follows
+/// the timers (further neighbor tables, see [`gobgp_family`]).
+fn gobgp_neighbor(addr: &str, peer_as: u32, config: &str, rest: &str) -> String {
     format!(
-        "[global.config]\n  as = {asn}\n  router-id = \"{THEM4}\"\n  port = 179\n{}{}",
-        neighbor(US4, "ipv4-unicast"),
-        neighbor(US6, "ipv6-unicast")
+        "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{addr}\"\n    \
+         peer-as = {peer_as}\n{config}  [neighbors.timers.config]\n    connect-retry = 1\n    \
+         hold-time = 9\n    keepalive-interval = 3\n{rest}"
+    )
+}
+
+/// A neighbor's `[[neighbors.afi-safis]]` entry for `family`, followed by `rest` (its
+/// sub-tables).
+fn gobgp_family(family: &str, rest: &str) -> String {
+    format!(
+        "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      \
+         afi-safi-name = \"{family}\"\n{rest}"
+    )
+}
+
+/// The `[neighbors.afi-safis.add-paths.config]` sub-table with `setting` (RFC 7911).
+fn gobgp_add_paths(setting: &str) -> String {
+    format!("    [neighbors.afi-safis.add-paths.config]\n      {setting}\n")
+}
+
+/// GoBGP in `asn` with IPv4 and IPv6 sessions to us (in `peer_asn`).
+fn gobgp_conf(asn: u32, peer_asn: u32) -> String {
+    format!(
+        "{}{}{}",
+        gobgp_global(asn, THEM4),
+        gobgp_neighbor(US4, peer_asn, "", &gobgp_family("ipv4-unicast", "")),
+        gobgp_neighbor(US6, peer_asn, "", &gobgp_family("ipv6-unicast", ""))
     )
 }
 
@@ -45,26 +69,37 @@ fn gobgp_wait_route(g: &Gobgp, afi: &str, prefix: &str) -> String {
     )
 }
 
+/// `gobgp global rib -a <afi> add <prefix> nexthop <nh> <attrs…>`.
+fn rib_add(g: &Gobgp, afi: &str, prefix: &str, nh: &str, attrs: &[&str]) {
+    let mut args = vec!["global", "rib", "-a", afi, "add", prefix, "nexthop", nh];
+    args.extend_from_slice(attrs);
+    g.gobgp(&args).expect("gobgp rib add");
+}
+
+/// `gobgp global rib -a <afi> del <prefix> <which…>` (`which`: e.g. a path identifier).
+fn rib_del(g: &Gobgp, afi: &str, prefix: &str, which: &[&str]) {
+    let mut args = vec!["global", "rib", "-a", afi, "del", prefix];
+    args.extend_from_slice(which);
+    g.gobgp(&args).expect("gobgp rib del");
+}
+
+/// Whether our route JSON `r` holds exactly `n` paths.
+fn paths_are(r: &serde_json::Value, n: usize) -> bool {
+    r["paths"].as_array().is_some_and(|p| p.len() == n)
+}
+
 fn add_theirs(g: &Gobgp) {
     for (afi, prefix, nh) in [
         ("ipv4", "198.51.100.0/24", THEM4),
         ("ipv6", "2001:db8:3::/48", THEM6),
     ] {
-        g.gobgp(&[
-            "global",
-            "rib",
-            "-a",
+        rib_add(
+            g,
             afi,
-            "add",
             prefix,
-            "nexthop",
             nh,
-            "community",
-            "65010:9",
-            "large-community",
-            "4200000001:1:2",
-        ])
-        .expect("gobgp rib add");
+            &["community", "65010:9", "large-community", "4200000001:1:2"],
+        );
     }
 }
 
@@ -126,10 +161,8 @@ fn exchange(asn_them: u32, asn_us: u32, as_path_them: &str, as_path_us: &str) {
     }
 
     // Withdrawals.
-    g.gobgp(&["global", "rib", "-a", "ipv4", "del", "198.51.100.0/24"])
-        .unwrap();
-    g.gobgp(&["global", "rib", "-a", "ipv6", "del", "2001:db8:3::/48"])
-        .unwrap();
+    rib_del(&g, "ipv4", "198.51.100.0/24", &[]);
+    rib_del(&g, "ipv6", "2001:db8:3::/48", &[]);
     tabby.wait_no_route("198.51.100.0/24", T);
     tabby.wait_no_route("2001:db8:3::/48", T);
     tabby.reload(&config(US4, asn_us, &peers));
@@ -168,10 +201,9 @@ fn md5_with_gobgp_right_key_establishes() {
     }
     let link = Link::new();
     let conf = format!(
-        "[global.config]\n  as = 65010\n  router-id = \"{THEM4}\"\n  port = 179\n\
-         [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{US4}\"\n    \
-         peer-as = 65002\n    auth-password = \"s3cret-key\"\n  [neighbors.timers.config]\n    \
-         connect-retry = 1\n    hold-time = 9\n    keepalive-interval = 3\n"
+        "{}{}",
+        gobgp_global(65010, THEM4),
+        gobgp_neighbor(US4, 65002, "    auth-password = \"s3cret-key\"\n", "")
     );
     let g = Gobgp::start(&link.them, &conf).expect("gobgpd");
     let tabby = Tabby::start(
@@ -199,12 +231,14 @@ fn add_path_receive_two_paths_for_one_prefix() {
     let link = Link::new();
     // RFC 7911: GoBGP sends both of its paths for 198.51.100.0/24, each with its path id.
     let conf = format!(
-        "[global.config]\n  as = 65010\n  router-id = \"{THEM4}\"\n  port = 179\n\
-         [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{US4}\"\n    \
-         peer-as = 65002\n  [neighbors.timers.config]\n    connect-retry = 1\n    \
-         hold-time = 9\n    keepalive-interval = 3\n  [[neighbors.afi-safis]]\n    \
-         [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n    \
-         [neighbors.afi-safis.add-paths.config]\n      send-max = 8\n"
+        "{}{}",
+        gobgp_global(65010, THEM4),
+        gobgp_neighbor(
+            US4,
+            65002,
+            "",
+            &gobgp_family("ipv4-unicast", &gobgp_add_paths("send-max = 8"))
+        )
     );
     let g = Gobgp::start(&link.them, &conf).expect("gobgpd");
     let tabby = Tabby::start(
@@ -221,25 +255,15 @@ fn add_path_receive_two_paths_for_one_prefix() {
     tabby.wait_established(THEM4, T);
     g.wait_established(US4, T).unwrap();
     for (id, med) in [("1", "10"), ("2", "20")] {
-        g.gobgp(&[
-            "global",
-            "rib",
-            "-a",
+        rib_add(
+            &g,
             "ipv4",
-            "add",
             "198.51.100.0/24",
-            "nexthop",
             THEM4,
-            "med",
-            med,
-            "identifier",
-            id,
-        ])
-        .expect("gobgp rib add");
+            &["med", med, "identifier", id],
+        );
     }
-    let r = tabby.wait_route_where("198.51.100.0/24", T, |r| {
-        r["paths"].as_array().is_some_and(|p| p.len() == 2)
-    });
+    let r = tabby.wait_route_where("198.51.100.0/24", T, |r| paths_are(r, 2));
     let ids: Vec<u64> = r["paths"]
         .as_array()
         .unwrap()
@@ -251,20 +275,8 @@ fn add_path_receive_two_paths_for_one_prefix() {
     // The lower MED wins between paths from the same neighbour AS.
     assert_eq!(best(&r)["attrs"]["med"], 10, "{r}");
     // Withdrawing one path leaves the other.
-    g.gobgp(&[
-        "global",
-        "rib",
-        "-a",
-        "ipv4",
-        "del",
-        "198.51.100.0/24",
-        "identifier",
-        "1",
-    ])
-    .expect("gobgp rib del");
-    let r = tabby.wait_route_where("198.51.100.0/24", T, |r| {
-        r["paths"].as_array().is_some_and(|p| p.len() == 1)
-    });
+    rib_del(&g, "ipv4", "198.51.100.0/24", &["identifier", "1"]);
+    let r = tabby.wait_route_where("198.51.100.0/24", T, |r| paths_are(r, 1));
     assert_eq!(best(&r)["attrs"]["med"], 20, "{r}");
 }
 
@@ -274,6 +286,19 @@ fn gobgp_paths(g: &Gobgp, prefix: &str) -> Vec<serde_json::Value> {
         .ok()
         .and_then(|v| v.get(prefix).and_then(|p| p.as_array().cloned()))
         .unwrap_or_default()
+}
+
+/// Waits until GoBGP `g` holds exactly `n` paths for `prefix`, and returns them.
+fn gobgp_wait_paths(g: &Gobgp, tabby: &Tabby, prefix: &str, n: usize) -> Vec<serde_json::Value> {
+    wait_or(
+        &format!("GoBGP to hold {n} path(s) for {prefix}"),
+        T,
+        || {
+            let p = gobgp_paths(g, prefix);
+            (p.len() == n).then_some(p)
+        },
+        || format!("{}\n{}", g.log(), tabby.log_tail(30)),
+    )
 }
 
 #[test]
@@ -294,18 +319,18 @@ fn add_path_send_two_paths_to_gobgp_and_withdraw_one() {
         .expect("addr");
     src_ns.add_addr("eth0", &format!("{SRC}/24")).expect("addr");
     let neighbor = |addr: &str, asn: u32, add_paths: &str| {
-        format!(
-            "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{addr}\"\n    \
-             peer-as = {asn}\n  [neighbors.timers.config]\n    connect-retry = 1\n    \
-             hold-time = 9\n    keepalive-interval = 3\n  [[neighbors.afi-safis]]\n    \
-             [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n    \
-             [neighbors.afi-safis.add-paths.config]\n      {add_paths}\n"
+        gobgp_neighbor(
+            addr,
+            asn,
+            "",
+            &gobgp_family("ipv4-unicast", &gobgp_add_paths(add_paths)),
         )
     };
     let receiver = Gobgp::start(
         &link.them,
         &format!(
-            "[global.config]\n  as = 65010\n  router-id = \"{THEM4}\"\n  port = 179\n{}",
+            "{}{}",
+            gobgp_global(65010, THEM4),
             neighbor(US4, 65002, "receive = true")
         ),
     )
@@ -313,7 +338,8 @@ fn add_path_send_two_paths_to_gobgp_and_withdraw_one() {
     let source = Gobgp::start(
         &src_ns,
         &format!(
-            "[global.config]\n  as = 65020\n  router-id = \"{SRC}\"\n  port = 179\n{}",
+            "{}{}",
+            gobgp_global(65020, SRC),
             neighbor(US_SRC, 65002, "send-max = 8")
         ),
     )
@@ -336,35 +362,16 @@ fn add_path_send_two_paths_to_gobgp_and_withdraw_one() {
     source.wait_established(US_SRC, T).unwrap();
     // Told apart by community (MED does not cross to another AS, RFC 4271 §5.1.4).
     for (id, community) in [("1", "65020:1"), ("2", "65020:2")] {
-        source
-            .gobgp(&[
-                "global",
-                "rib",
-                "-a",
-                "ipv4",
-                "add",
-                "198.51.100.0/24",
-                "nexthop",
-                SRC,
-                "community",
-                community,
-                "identifier",
-                id,
-            ])
-            .expect("gobgp rib add");
+        rib_add(
+            &source,
+            "ipv4",
+            "198.51.100.0/24",
+            SRC,
+            &["community", community, "identifier", id],
+        );
     }
-    tabby.wait_route_where("198.51.100.0/24", T, |r| {
-        r["paths"].as_array().is_some_and(|p| p.len() == 2)
-    });
-    let paths = wait_or(
-        "GoBGP to hold two paths for 198.51.100.0/24",
-        T,
-        || {
-            let p = gobgp_paths(&receiver, "198.51.100.0/24");
-            (p.len() == 2).then_some(p)
-        },
-        || format!("{}\n{}", receiver.log(), tabby.log_tail(30)),
-    );
+    tabby.wait_route_where("198.51.100.0/24", T, |r| paths_are(r, 2));
+    let paths = gobgp_wait_paths(&receiver, &tabby, "198.51.100.0/24", 2);
     // Two paths (GoBGP keeps them apart by our path ids), both through us.
     let text = format!("{paths:?}");
     // Communities as GoBGP prints them: 65020:n is 65020 × 65536 + n.
@@ -389,27 +396,8 @@ fn add_path_send_two_paths_to_gobgp_and_withdraw_one() {
     sent.sort_unstable();
     assert_eq!(sent, vec![1, 2], "{out}");
     // The source withdraws path 1: we withdraw its id alone; GoBGP keeps the other.
-    source
-        .gobgp(&[
-            "global",
-            "rib",
-            "-a",
-            "ipv4",
-            "del",
-            "198.51.100.0/24",
-            "identifier",
-            "1",
-        ])
-        .expect("gobgp rib del");
-    let left = wait_or(
-        "GoBGP to hold one path for 198.51.100.0/24",
-        T,
-        || {
-            let p = gobgp_paths(&receiver, "198.51.100.0/24");
-            (p.len() == 1).then_some(p)
-        },
-        || format!("{}\n{}", receiver.log(), tabby.log_tail(30)),
-    );
+    rib_del(&source, "ipv4", "198.51.100.0/24", &["identifier", "1"]);
+    let left = gobgp_wait_paths(&receiver, &tabby, "198.51.100.0/24", 1);
     let kept = left[0].to_string();
     assert!(kept.contains("4261150722"), "path 2 stays: {kept}");
     assert_eq!(tabby.peer(THEM4).unwrap()["established_count"], 1);
@@ -421,14 +409,18 @@ fn graceful_restart_gobgp_keeps_our_routes_while_we_restart() {
         return;
     }
     let link = Link::new();
+    // RFC 4724 helper: GoBGP keeps our routes for up to 20 s while we restart.
+    let graceful_restart = format!(
+        "  [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = 20\n{}",
+        gobgp_family(
+            "ipv4-unicast",
+            "    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n"
+        )
+    );
     let conf = format!(
-        "[global.config]\n  as = 65010\n  router-id = \"{THEM4}\"\n  port = 179\n\
-         [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{US4}\"\n    \
-         peer-as = 65002\n  [neighbors.timers.config]\n    connect-retry = 1\n    \
-         hold-time = 9\n    keepalive-interval = 3\n  [neighbors.graceful-restart.config]\n    \
-         enabled = true\n    restart-time = 20\n  [[neighbors.afi-safis]]\n    \
-         [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n    \
-         [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n"
+        "{}{}",
+        gobgp_global(65010, THEM4),
+        gobgp_neighbor(US4, 65002, "", &graceful_restart)
     );
     let g = Gobgp::start(&link.them, &conf).expect("gobgpd");
     let mut tabby = Tabby::start(
