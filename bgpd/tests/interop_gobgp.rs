@@ -178,6 +178,18 @@ fn exchange(asn_them: u32, asn_us: u32, as_path_them: &str, as_path_us: &str) {
     assert_eq!(tabby.peer(THEM6).unwrap()["established_count"], 1);
 }
 
+/// GoBGP (AS 65010, `neighbor`: its one neighbor, us) and tabby-bgpd (AS 65002, `tabby`:
+/// its configuration after the global part) on `link`, once both see the IPv4 session
+/// Established.
+fn one_session<'a>(link: &'a Link, neighbor: &str, tabby: &str) -> (Gobgp, Tabby<'a>) {
+    let conf = format!("{}{neighbor}", gobgp_global(65010, THEM4));
+    let g = Gobgp::start(&link.them, &conf).expect("gobgpd");
+    let tabby = Tabby::start(&link.us, &config(US4, 65002, tabby));
+    tabby.wait_established(THEM4, T);
+    g.wait_established(US4, T).unwrap();
+    (g, tabby)
+}
+
 #[test]
 fn ebgp_ipv4_and_ipv6_sessions_with_4_octet_asns() {
     if skip(&["gobgpd", "gobgp"]) {
@@ -200,26 +212,15 @@ fn md5_with_gobgp_right_key_establishes() {
         return;
     }
     let link = Link::new();
-    let conf = format!(
-        "{}{}",
-        gobgp_global(65010, THEM4),
-        gobgp_neighbor(US4, 65002, "    auth-password = \"s3cret-key\"\n", "")
-    );
-    let g = Gobgp::start(&link.them, &conf).expect("gobgpd");
-    let tabby = Tabby::start(
-        &link.us,
-        &config(
-            US4,
-            65002,
-            &format!(
-                "{}{}",
-                peer(THEM4, 65010, "password = \"s3cret-key\""),
-                originate("10.244.1.0/24", 65002)
-            ),
+    let (g, _tabby) = one_session(
+        &link,
+        &gobgp_neighbor(US4, 65002, "    auth-password = \"s3cret-key\"\n", ""),
+        &format!(
+            "{}{}",
+            peer(THEM4, 65010, "password = \"s3cret-key\""),
+            originate("10.244.1.0/24", 65002)
         ),
     );
-    tabby.wait_established(THEM4, T);
-    g.wait_established(US4, T).unwrap();
     gobgp_wait_route(&g, "ipv4", "10.244.1.0/24");
 }
 
@@ -230,30 +231,19 @@ fn add_path_receive_two_paths_for_one_prefix() {
     }
     let link = Link::new();
     // RFC 7911: GoBGP sends both of its paths for 198.51.100.0/24, each with its path id.
-    let conf = format!(
-        "{}{}",
-        gobgp_global(65010, THEM4),
-        gobgp_neighbor(
+    let (g, tabby) = one_session(
+        &link,
+        &gobgp_neighbor(
             US4,
             65002,
             "",
-            &gobgp_family("ipv4-unicast", &gobgp_add_paths("send-max = 8"))
-        )
-    );
-    let g = Gobgp::start(&link.them, &conf).expect("gobgpd");
-    let tabby = Tabby::start(
-        &link.us,
-        &config(
-            US4,
-            65002,
-            &format!(
-                "max_paths = 4\n\n{}",
-                peer(THEM4, 65010, "add_path = { receive = [\"ipv4-unicast\"] }")
-            ),
+            &gobgp_family("ipv4-unicast", &gobgp_add_paths("send-max = 8")),
+        ),
+        &format!(
+            "max_paths = 4\n\n{}",
+            peer(THEM4, 65010, "add_path = { receive = [\"ipv4-unicast\"] }")
         ),
     );
-    tabby.wait_established(THEM4, T);
-    g.wait_established(US4, T).unwrap();
     for (id, med) in [("1", "10"), ("2", "20")] {
         rib_add(
             &g,
@@ -417,25 +407,15 @@ fn graceful_restart_gobgp_keeps_our_routes_while_we_restart() {
             "    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n"
         )
     );
-    let conf = format!(
-        "{}{}",
-        gobgp_global(65010, THEM4),
-        gobgp_neighbor(US4, 65002, "", &graceful_restart)
-    );
-    let g = Gobgp::start(&link.them, &conf).expect("gobgpd");
-    let mut tabby = Tabby::start(
-        &link.us,
-        &config(
-            US4,
-            65002,
-            &format!(
-                "[graceful_restart]\nrestart_time = 20\nstale_routes_time = 30\n\n{}{}",
-                peer(THEM4, 65010, ""),
-                originate("10.244.1.0/24", 65002)
-            ),
+    let (g, mut tabby) = one_session(
+        &link,
+        &gobgp_neighbor(US4, 65002, "", &graceful_restart),
+        &format!(
+            "[graceful_restart]\nrestart_time = 20\nstale_routes_time = 30\n\n{}{}",
+            peer(THEM4, 65010, ""),
+            originate("10.244.1.0/24", 65002)
         ),
     );
-    g.wait_established(US4, T).unwrap();
     gobgp_wait_route(&g, "ipv4", "10.244.1.0/24");
     let kept = || {
         assert!(
