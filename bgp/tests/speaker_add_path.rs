@@ -17,14 +17,7 @@ const D: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 4);
 const E: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
 
 mod support;
-use support::speaker::{accept_all, ebgp_peer as peer, established, ip, p, self_attrs, status};
-
-/// A speaker with one path per prefix and the accept-all policy "all".
-async fn start(net: &MemoryNetwork, me: Ipv4Addr, asn: u32) -> Speaker {
-    let s = support::speaker::start(net, me, asn, 1);
-    s.set_policy(accept_all()).await.unwrap();
-    s
-}
+use support::speaker::{ebgp_peer as peer, ebgp_speaker, established, ip, p, self_attrs, status};
 
 /// (path id, AS path) of every route `s` holds from `from`, sorted.
 async fn held(s: &Speaker, from: Ipv4Addr) -> Vec<(u32, String)> {
@@ -63,12 +56,12 @@ async fn lab(
     d_receives: bool,
     plain_e: bool,
 ) -> (Speaker, Speaker, Speaker, Speaker, Option<Speaker>) {
-    let t = start(net, T, 65000).await;
-    let b = start(net, B, 65001).await;
-    let c = start(net, C, 65002).await;
-    let d = start(net, D, 65004).await;
+    let t = ebgp_speaker(net, T, 65000, 1).await;
+    let b = ebgp_speaker(net, B, 65001, 1).await;
+    let c = ebgp_speaker(net, C, 65002, 1).await;
+    let d = ebgp_speaker(net, D, 65004, 1).await;
     let e = if plain_e {
-        Some(start(net, E, 65005).await)
+        Some(ebgp_speaker(net, E, 65005, 1).await)
     } else {
         None
     };

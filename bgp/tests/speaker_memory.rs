@@ -18,8 +18,8 @@ use tabby_bgp::session::{
     Command, SessionConfig, SessionEvent, SessionEventKind, incoming_channel, spawn,
 };
 use tabby_bgp::speaker::{
-    GracefulRestartSettings, MaxPrefixConfig, MemoryNetwork, PeerChange, PeerConfig, RouteUpdate,
-    Speaker, SpeakerConfig, Subscription,
+    GracefulRestartSettings, MaxPrefixConfig, MemoryNetwork, PeerChange, PeerConfig, PeerStatus,
+    RouteUpdate, Speaker, SpeakerConfig, Subscription,
 };
 use tabby_bgp::wire::{Asn, Family};
 use tokio::time::timeout;
@@ -30,7 +30,8 @@ const C: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
 
 mod support;
 use support::speaker::{
-    accept_all, ebgp_peer, established, eventually, ip, p, peer, self_attrs, start, status,
+    ebgp_peer, ebgp_speaker, established, eventually, ip, p, peer, peer_both, self_attrs, start,
+    status,
 };
 
 /// A subscriber's view of the forwarding table, as an agent would keep it.
@@ -89,13 +90,9 @@ impl Fib {
 #[tokio::test(start_paused = true)]
 async fn two_speakers_exchange_routes_and_withdrawals() {
     let net = MemoryNetwork::new();
-    let a = start(&net, A, 65001, 1);
-    let b = start(&net, B, 65002, 1);
-    for s in [&a, &b] {
-        s.set_policy(accept_all()).await.unwrap();
-    }
-    a.add_peer(ebgp_peer(B, 65002)).await.unwrap();
-    b.add_peer(ebgp_peer(A, 65001)).await.unwrap();
+    let a = ebgp_speaker(&net, A, 65001, 1).await;
+    let b = ebgp_speaker(&net, B, 65002, 1).await;
+    peer_both(&a, (A, 65001), &b, (B, 65002), ebgp_peer).await;
     let mut sub = Fib::new(&b).await;
     established(&a, B).await;
     established(&b, A).await;
@@ -138,11 +135,7 @@ async fn two_speakers_exchange_routes_and_withdrawals() {
     assert_eq!(m.peers[0].prefixes_accepted, 0);
     a.shutdown().await.unwrap();
     // B hears Cease / Administrative Shutdown, in words.
-    let st = eventually(Duration::from_secs(30), "session down at B", || async {
-        let st = status(&b, A).await;
-        (st.state != State::Established).then_some(st)
-    })
-    .await;
+    let st = down(&b, A, "session down at B").await;
     assert!(
         !st.end_of_rib,
         "a session that is down has no complete table"
@@ -158,12 +151,9 @@ async fn two_speakers_exchange_routes_and_withdrawals() {
 #[tokio::test(start_paused = true)]
 async fn three_speakers_ecmp_set_reaches_the_subscriber() {
     let net = MemoryNetwork::new();
-    let a = start(&net, A, 65001, 1);
-    let b = start(&net, B, 65002, 1);
-    let c = start(&net, C, 65003, 4);
-    for s in [&a, &b, &c] {
-        s.set_policy(accept_all()).await.unwrap();
-    }
+    let a = ebgp_speaker(&net, A, 65001, 1).await;
+    let b = ebgp_speaker(&net, B, 65002, 1).await;
+    let c = ebgp_speaker(&net, C, 65003, 4).await;
     a.add_peer(ebgp_peer(C, 65003)).await.unwrap();
     b.add_peer(ebgp_peer(C, 65003)).await.unwrap();
     c.add_peer(ebgp_peer(A, 65001)).await.unwrap();
@@ -227,11 +217,8 @@ fn reject_prefix(name: &str, prefix: &str) -> PolicyConfig {
 #[tokio::test(start_paused = true)]
 async fn max_prefix_trips_cease_1_and_restarts_after_the_timer() {
     let net = MemoryNetwork::new();
-    let a = start(&net, A, 65001, 1);
-    let b = start(&net, B, 65002, 1);
-    for s in [&a, &b] {
-        s.set_policy(accept_all()).await.unwrap();
-    }
+    let a = ebgp_speaker(&net, A, 65001, 1).await;
+    let b = ebgp_speaker(&net, B, 65002, 1).await;
     let mut to_b = ebgp_peer(B, 65002);
     to_b.max_prefix = Some(MaxPrefixConfig {
         limit: 2,
@@ -286,13 +273,28 @@ fn gr_speaker(net: &MemoryNetwork, me: Ipv4Addr, asn: u32, restarting: bool) -> 
     Speaker::start_with_transport(cfg, net.transport(ip(me))).unwrap()
 }
 
+/// A and B in AS 65000, both graceful-restart capable (neither restarting), peered over
+/// iBGP.
+async fn gr_pair(net: &MemoryNetwork) -> (Speaker, Speaker) {
+    let a = gr_speaker(net, A, 65000, false);
+    let b = gr_speaker(net, B, 65000, false);
+    peer_both(&a, (A, 65000), &b, (B, 65000), peer).await;
+    (a, b)
+}
+
+/// Waits until `s`'s session with `peer` is no longer Established.
+async fn down(s: &Speaker, peer: Ipv4Addr, what: &str) -> PeerStatus {
+    eventually(Duration::from_secs(30), what, || async {
+        let st = status(s, peer).await;
+        (st.state != State::Established).then_some(st)
+    })
+    .await
+}
+
 #[tokio::test(start_paused = true)]
 async fn graceful_restart_helper_keeps_stale_routes_and_sweeps_on_end_of_rib() {
     let net = MemoryNetwork::new();
-    let a = gr_speaker(&net, A, 65000, false);
-    let b = gr_speaker(&net, B, 65000, false);
-    a.add_peer(peer(B, 65000)).await.unwrap();
-    b.add_peer(peer(A, 65000)).await.unwrap();
+    let (a, b) = gr_pair(&net).await;
     let mut sub = Fib::new(&a).await;
     b.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
     b.originate(p("10.2.0.0/24"), self_attrs()).await.unwrap();
@@ -300,11 +302,7 @@ async fn graceful_restart_helper_keeps_stale_routes_and_sweeps_on_end_of_rib() {
 
     // B restarts: its connection closes without a NOTIFICATION. A keeps both routes, stale.
     b.shutdown_for_restart().await.unwrap();
-    let st = eventually(Duration::from_secs(30), "A notices", || async {
-        let st = status(&a, B).await;
-        (st.state != State::Established).then_some(st)
-    })
-    .await;
+    let st = down(&a, B, "A notices").await;
     assert!(st.stale_until.is_some(), "{st:?}");
     assert_eq!(st.last_notification_received, None);
     let r = a.rib_lookup(p("10.1.0.0/24")).await.unwrap().unwrap();
@@ -339,18 +337,12 @@ async fn graceful_restart_helper_keeps_stale_routes_and_sweeps_on_end_of_rib() {
 #[tokio::test(start_paused = true)]
 async fn graceful_restart_helper_takes_the_restarting_peer_back_at_once() {
     let net = MemoryNetwork::new();
-    let a = gr_speaker(&net, A, 65000, false);
-    let b = gr_speaker(&net, B, 65000, false);
-    a.add_peer(peer(B, 65000)).await.unwrap();
-    b.add_peer(peer(A, 65000)).await.unwrap();
+    let (a, b) = gr_pair(&net).await;
     let mut sub = Fib::new(&a).await;
     b.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
     sub.expect(p("10.1.0.0/24"), &[B]).await;
     b.shutdown_for_restart().await.unwrap();
-    eventually(Duration::from_secs(30), "A notices", || async {
-        (status(&a, B).await.state != State::Established).then_some(())
-    })
-    .await;
+    down(&a, B, "A notices").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let b2 = gr_speaker(&net, B, 65000, true);
     b2.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
@@ -367,10 +359,7 @@ async fn graceful_restart_helper_takes_the_restarting_peer_back_at_once() {
 #[tokio::test(start_paused = true)]
 async fn graceful_restart_helper_sweeps_on_the_restart_timer() {
     let net = MemoryNetwork::new();
-    let a = gr_speaker(&net, A, 65000, false);
-    let b = gr_speaker(&net, B, 65000, false);
-    a.add_peer(peer(B, 65000)).await.unwrap();
-    b.add_peer(peer(A, 65000)).await.unwrap();
+    let (a, b) = gr_pair(&net).await;
     let mut sub = Fib::new(&a).await;
     b.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
     sub.expect(p("10.1.0.0/24"), &[B]).await;
@@ -390,8 +379,7 @@ async fn a_hard_close_without_graceful_restart_drops_routes_at_once() {
     let net = MemoryNetwork::new();
     let a = start(&net, A, 65000, 1);
     let b = start(&net, B, 65000, 1);
-    a.add_peer(peer(B, 65000)).await.unwrap();
-    b.add_peer(peer(A, 65000)).await.unwrap();
+    peer_both(&a, (A, 65000), &b, (B, 65000), peer).await;
     let mut sub = Fib::new(&a).await;
     b.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
     sub.expect(p("10.1.0.0/24"), &[B]).await;
@@ -448,12 +436,9 @@ async fn route_reflector_reflects_between_clients_with_originator_and_cluster_li
 #[tokio::test(start_paused = true)]
 async fn changing_one_peer_or_a_policy_leaves_other_sessions_alone() {
     let net = MemoryNetwork::new();
-    let a = start(&net, A, 65001, 1);
-    let b = start(&net, B, 65002, 1);
-    let c = start(&net, C, 65003, 1);
-    for s in [&a, &b, &c] {
-        s.set_policy(accept_all()).await.unwrap();
-    }
+    let a = ebgp_speaker(&net, A, 65001, 1).await;
+    let b = ebgp_speaker(&net, B, 65002, 1).await;
+    let c = ebgp_speaker(&net, C, 65003, 1).await;
     a.add_peer(ebgp_peer(B, 65002)).await.unwrap();
     a.add_peer(ebgp_peer(C, 65003)).await.unwrap();
     b.add_peer(ebgp_peer(A, 65001)).await.unwrap();
@@ -510,16 +495,12 @@ async fn changing_one_peer_or_a_policy_leaves_other_sessions_alone() {
 #[tokio::test(start_paused = true)]
 async fn import_policy_change_asks_for_a_route_refresh_not_a_reset() {
     let net = MemoryNetwork::new();
-    let a = start(&net, A, 65001, 1);
-    let b = start(&net, B, 65002, 1);
-    for s in [&a, &b] {
-        s.set_policy(accept_all()).await.unwrap();
-    }
+    let a = ebgp_speaker(&net, A, 65001, 1).await;
+    let b = ebgp_speaker(&net, B, 65002, 1).await;
     a.set_policy(reject_prefix("no-10-2", "10.2.0.0/24"))
         .await
         .unwrap();
-    a.add_peer(ebgp_peer(B, 65002)).await.unwrap();
-    b.add_peer(ebgp_peer(A, 65001)).await.unwrap();
+    peer_both(&a, (A, 65001), &b, (B, 65002), ebgp_peer).await;
     established(&a, B).await;
     let mut sub = Fib::new(&a).await;
     b.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
@@ -561,10 +542,7 @@ async fn import_policy_change_asks_for_a_route_refresh_not_a_reset() {
 #[tokio::test(start_paused = true)]
 async fn removing_a_gr_peer_sends_hard_reset_so_it_flushes_at_once() {
     let net = MemoryNetwork::new();
-    let a = gr_speaker(&net, A, 65000, false);
-    let b = gr_speaker(&net, B, 65000, false);
-    a.add_peer(peer(B, 65000)).await.unwrap();
-    b.add_peer(peer(A, 65000)).await.unwrap();
+    let (a, b) = gr_pair(&net).await;
     let mut fib = Fib::new(&b).await;
     a.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
     fib.expect(p("10.1.0.0/24"), &[A]).await;

@@ -35,6 +35,31 @@ pub fn start(net: &MemoryNetwork, me: Ipv4Addr, asn: u32, max_paths: usize) -> S
     Speaker::start_with_transport(cfg, net.transport(ip(me))).unwrap()
 }
 
+/// [`start`] with the accept-all policy "all" in place, for [`ebgp_peer`]s.
+pub async fn ebgp_speaker(
+    net: &MemoryNetwork,
+    me: Ipv4Addr,
+    asn: u32,
+    max_paths: usize,
+) -> Speaker {
+    let s = start(net, me, asn, max_paths);
+    s.set_policy(accept_all()).await.unwrap();
+    s
+}
+
+/// `x` (at `x_at`: address, AS) and `y` (at `y_at`) each configure the other as a peer,
+/// with the configuration `cfg` makes ([`peer`] or [`ebgp_peer`]).
+pub async fn peer_both(
+    x: &Speaker,
+    x_at: (Ipv4Addr, u32),
+    y: &Speaker,
+    y_at: (Ipv4Addr, u32),
+    cfg: fn(Ipv4Addr, u32) -> PeerConfig,
+) {
+    x.add_peer(cfg(y_at.0, y_at.1)).await.unwrap();
+    y.add_peer(cfg(x_at.0, x_at.1)).await.unwrap();
+}
+
 /// A peer with a 30 s hold time and a 2 s ConnectRetry, no policies.
 pub fn peer(addr: Ipv4Addr, asn: u32) -> PeerConfig {
     let mut c = PeerConfig::new(ip(addr), asn);
