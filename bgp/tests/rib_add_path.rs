@@ -18,8 +18,8 @@ use tabby_bgp::wire::{
 
 mod support;
 use support::rib::{
-    LOCAL_AS, accept_all, announce, cx, empty_rib, group_key as key, p4, peer, wire_roundtrip,
-    withdraw,
+    LOCAL_AS, accept_all, announce_from, cx, empty_rib, group_key as key, p4, peer, wire_roundtrip,
+    withdraw_from,
 };
 
 /// A RIB with three eBGP sources (accept-all import), an iBGP non-client and an RR client.
@@ -112,32 +112,10 @@ fn step(r: &mut Rib, g: &mut UpdateGroups) -> BTreeMap<GroupId, Vec<Update>> {
     out
 }
 
-/// Peer `id` announces `prefixes` with next hop 192.0.2.`id` (its own address), AS path
-/// `path` and `extra` attributes; the RIB must take the UPDATE.
-fn announce_from(
-    r: &mut Rib,
-    id: u32,
-    prefixes: &[&str],
-    path: &[u32],
-    extra: Vec<AttributeValue>,
-) {
-    r.receive(
-        PeerId(id),
-        &announce(prefixes, [192, 0, 2, id as u8], path, extra),
-        &cx(),
-    )
-    .unwrap();
-}
-
 /// 10.1.0.0/24 from eBGP peers 1 (AS path 65001: the best) and 2 (65002 65009).
 fn two_paths(r: &mut Rib) {
     announce_from(r, 1, &["10.1.0.0/24"], &[65001], vec![]);
     announce_from(r, 2, &["10.1.0.0/24"], &[65002, 65009], vec![]);
-}
-
-/// Peer `id` withdraws `prefixes`.
-fn withdraw_from(r: &mut Rib, id: u32, prefixes: &[&str]) {
-    r.receive(PeerId(id), &withdraw(prefixes), &cx()).unwrap();
 }
 
 /// Route-reflector client `peer` joins its group (ADD-PATH send or not): (group, dump).

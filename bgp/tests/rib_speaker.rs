@@ -14,8 +14,8 @@ use tabby_bgp::wire::{
 
 mod support;
 use support::rib::{
-    LOCAL_AS, RID, accept_all, announce, cx, empty_rib, group_key, p4, peer, wire_roundtrip,
-    withdraw,
+    LOCAL_AS, RID, accept_all, announce, announce_from, cx, empty_rib, group_key, p4, peer,
+    wire_roundtrip, withdraw, withdraw_from,
 };
 
 fn rib() -> Rib {
@@ -142,17 +142,13 @@ fn rfc8212_defaults_and_local_pref_on_ebgp_import() {
     assert_eq!(out.accepted, 1);
     // RFC 4271 §5.1.5: LOCAL_PREF from an eBGP peer is ignored.
     r.set_import_policy(e.id, Some(accept_all())).unwrap();
-    r.receive(
-        e.id,
-        &announce(
-            &["10.3.0.0/24"],
-            [192, 0, 2, 1],
-            &[65001],
-            vec![AttributeValue::LocalPref(900)],
-        ),
-        &cx(),
-    )
-    .unwrap();
+    announce_from(
+        &mut r,
+        e.id.0,
+        &["10.3.0.0/24"],
+        &[65001],
+        vec![AttributeValue::LocalPref(900)],
+    );
     let best = r.best(&Prefix::V4(p4("10.3.0.0/24"))).unwrap();
     assert_eq!(best.attrs().local_pref, None);
 }
@@ -165,18 +161,8 @@ fn best_path_stream_with_ecmp_next_hops() {
             .unwrap();
     }
     let pfx = "10.9.0.0/24";
-    r.receive(
-        PeerId(1),
-        &announce(&[pfx], [192, 0, 2, 1], &[65100], vec![]),
-        &cx(),
-    )
-    .unwrap();
-    r.receive(
-        PeerId(2),
-        &announce(&[pfx], [192, 0, 2, 2], &[65200], vec![]),
-        &cx(),
-    )
-    .unwrap();
+    announce_from(&mut r, 1, &[pfx], &[65100], vec![]);
+    announce_from(&mut r, 2, &[pfx], &[65200], vec![]);
     let ch = r.take_changes();
     let hops: Vec<_> = ch.next_hops().map(|(p, h)| (p, h.to_vec())).collect();
     drop(ch);
@@ -192,22 +178,17 @@ fn best_path_stream_with_ecmp_next_hops() {
         ]
     );
     // A longer path does not join the set: no change.
-    r.receive(
-        PeerId(3),
-        &announce(&[pfx], [192, 0, 2, 3], &[65300, 1], vec![]),
-        &cx(),
-    )
-    .unwrap();
+    announce_from(&mut r, 3, &[pfx], &[65300, 1], vec![]);
     assert!(r.take_changes().is_empty());
     // Withdraw one member: the set shrinks.
-    r.receive(PeerId(1), &withdraw(&[pfx]), &cx()).unwrap();
+    withdraw_from(&mut r, 1, &[pfx]);
     let ch = r.take_changes();
     assert_eq!(ch.v4.len(), 1);
     assert_eq!(ch.v4[0].next_hops[..], [v([192, 0, 2, 2])]);
     drop(ch);
     // Withdraw everything: empty next hops means "remove the kernel route".
-    r.receive(PeerId(2), &withdraw(&[pfx]), &cx()).unwrap();
-    r.receive(PeerId(3), &withdraw(&[pfx]), &cx()).unwrap();
+    withdraw_from(&mut r, 2, &[pfx]);
+    withdraw_from(&mut r, 3, &[pfx]);
     let ch = r.take_changes();
     assert_eq!(ch.v4.last().map(|c| c.next_hops.is_empty()), Some(true));
     assert!(r.v4().is_empty());
@@ -216,22 +197,19 @@ fn best_path_stream_with_ecmp_next_hops() {
     assert_eq!(r.attr_sets(), 0, "no interned set outlives its routes");
 }
 
+/// iBGP peer 2 added (no import policy needed), announcing `prefixes` with next hop
+/// 192.0.2.2 and an empty AS path.
+fn ibgp_source(r: &mut Rib, prefixes: &[&str]) -> PeerInfo {
+    let src = peer(2, PeerType::Ibgp, LOCAL_AS);
+    r.add_peer(src.clone(), None, None).unwrap();
+    announce_from(r, src.id.0, prefixes, &[], vec![]);
+    src
+}
+
 #[test]
 fn graceful_restart_stale_and_sweep() {
     let mut r = rib();
-    let i = peer(2, PeerType::Ibgp, LOCAL_AS);
-    r.add_peer(i.clone(), None, None).unwrap();
-    r.receive(
-        i.id,
-        &announce(
-            &["10.1.0.0/24", "10.2.0.0/24", "10.3.0.0/24"],
-            [192, 0, 2, 2],
-            &[],
-            vec![],
-        ),
-        &cx(),
-    )
-    .unwrap();
+    let i = ibgp_source(&mut r, &["10.1.0.0/24", "10.2.0.0/24", "10.3.0.0/24"]);
     r.take_changes();
     // RFC 4724 §4.2: session lost, routes kept and still used.
     assert_eq!(r.mark_stale(i.id).unwrap(), 3);
@@ -242,12 +220,7 @@ fn graceful_restart_stale_and_sweep() {
     let b = r.best(&Prefix::V4(p4("10.1.0.0/24"))).unwrap();
     assert!(b.is_stale());
     // The restarted peer re-announces two of them (fresh), then End-of-RIB.
-    r.receive(
-        i.id,
-        &announce(&["10.1.0.0/24", "10.2.0.0/24"], [192, 0, 2, 2], &[], vec![]),
-        &cx(),
-    )
-    .unwrap();
+    announce_from(&mut r, i.id.0, &["10.1.0.0/24", "10.2.0.0/24"], &[], vec![]);
     assert!(!r.best(&Prefix::V4(p4("10.1.0.0/24"))).unwrap().is_stale());
     let eor = r
         .receive(i.id, &Update::end_of_rib(Family::IPV4_UNICAST), &cx())
@@ -391,50 +364,34 @@ fn update_groups_share_and_apply_export_rules() {
 
     // Routes: from eBGP (with MED and LOCAL_PREF), from an iBGP non-client, from a client,
     // one with NO_EXPORT.
-    r.receive(
-        src_e.id,
-        &announce(
-            &["10.1.0.0/24", "10.1.1.0/24"],
-            [192, 0, 2, 1],
-            &[65001],
-            vec![AttributeValue::MultiExitDisc(5)],
-        ),
-        &cx(),
-    )
-    .unwrap();
-    r.receive(
-        src_i.id,
-        &announce(
-            &["10.2.0.0/24"],
-            [192, 0, 2, 2],
-            &[],
-            vec![AttributeValue::LocalPref(120)],
-        ),
-        &cx(),
-    )
-    .unwrap();
-    r.receive(
-        src_c.id,
-        &announce(
-            &["10.3.0.0/24"],
-            [192, 0, 2, 3],
-            &[],
-            vec![AttributeValue::LocalPref(100)],
-        ),
-        &cx(),
-    )
-    .unwrap();
-    r.receive(
-        src_i.id,
-        &announce(
-            &["10.4.0.0/24"],
-            [192, 0, 2, 2],
-            &[],
-            vec![AttributeValue::Communities(vec![Community::NO_EXPORT])],
-        ),
-        &cx(),
-    )
-    .unwrap();
+    announce_from(
+        &mut r,
+        src_e.id.0,
+        &["10.1.0.0/24", "10.1.1.0/24"],
+        &[65001],
+        vec![AttributeValue::MultiExitDisc(5)],
+    );
+    announce_from(
+        &mut r,
+        src_i.id.0,
+        &["10.2.0.0/24"],
+        &[],
+        vec![AttributeValue::LocalPref(120)],
+    );
+    announce_from(
+        &mut r,
+        src_c.id.0,
+        &["10.3.0.0/24"],
+        &[],
+        vec![AttributeValue::LocalPref(100)],
+    );
+    announce_from(
+        &mut r,
+        src_i.id.0,
+        &["10.4.0.0/24"],
+        &[],
+        vec![AttributeValue::Communities(vec![Community::NO_EXPORT])],
+    );
     let mut local = PathAttrs::new(NextHop::V4(Ipv4Addr::UNSPECIFIED));
     local.med = Some(7);
     r.originate(Prefix::V4(p4("10.5.0.0/24")), local);
@@ -579,8 +536,7 @@ fn update_packing_respects_message_size() {
         .map(|i| format!("{}.{}.{}.0/24", 20 + i / 65536, (i / 256) % 256, i % 256))
         .collect();
     let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
-    r.receive(src.id, &announce(&refs, [192, 0, 2, 2], &[], vec![]), &cx())
-        .unwrap();
+    announce_from(&mut r, src.id.0, &refs, &[], vec![]);
     let ch = r.take_changes();
     g.process(&ch, &r);
     drop(ch);
@@ -614,14 +570,7 @@ fn update_packing_respects_message_size() {
 #[test]
 fn export_policy_rfc8212_and_actions() {
     let mut r = rib();
-    let src = peer(2, PeerType::Ibgp, LOCAL_AS);
-    r.add_peer(src.clone(), None, None).unwrap();
-    r.receive(
-        src.id,
-        &announce(&["10.1.0.0/24", "10.2.0.0/24"], [192, 0, 2, 2], &[], vec![]),
-        &cx(),
-    )
-    .unwrap();
+    ibgp_source(&mut r, &["10.1.0.0/24", "10.2.0.0/24"]);
     let mut g = UpdateGroups::new();
     // RFC 8212: an eBGP peer without export policy gets nothing.
     let (_, dump) = g
@@ -683,12 +632,7 @@ fn removed_peer_routes_are_withdrawn_from_groups() {
     let mut g = UpdateGroups::new();
     g.join(PeerId(9), key(PeerType::RrClient, LOCAL_AS, None), None, &r)
         .unwrap();
-    r.receive(
-        src.id,
-        &announce(&["10.1.0.0/24"], [192, 0, 2, 2], &[], vec![]),
-        &cx(),
-    )
-    .unwrap();
+    announce_from(&mut r, src.id.0, &["10.1.0.0/24"], &[], vec![]);
     let ch = r.take_changes();
     g.process(&ch, &r);
     drop(ch);
@@ -710,12 +654,7 @@ fn export_encodings_two_octet_as_ipv6_and_extended_next_hop() {
     let mut r = rib();
     let src = peer(1, PeerType::Ebgp, 4_200_000_001);
     r.add_peer(src.clone(), Some(accept_all()), None).unwrap();
-    r.receive(
-        src.id,
-        &announce(&["10.1.0.0/24"], [192, 0, 2, 1], &[4_200_000_001], vec![]),
-        &cx(),
-    )
-    .unwrap();
+    announce_from(&mut r, src.id.0, &["10.1.0.0/24"], &[4_200_000_001], vec![]);
     let p6: Ipv6Prefix = "2001:db8:7::/48".parse().unwrap();
     let u6 = Update {
         attributes: vec![
@@ -805,23 +744,14 @@ fn oversized_attributes_skip_only_their_routes() {
     let many: Vec<Community> = (0..1500u32)
         .map(|i| Community::new(65000, i as u16))
         .collect();
-    r.receive(
-        src.id,
-        &announce(
-            &["10.1.0.0/24"],
-            [192, 0, 2, 2],
-            &[],
-            vec![AttributeValue::Communities(many)],
-        ),
-        &cx(),
-    )
-    .unwrap();
-    r.receive(
-        src.id,
-        &announce(&["10.2.0.0/24"], [192, 0, 2, 2], &[], vec![]),
-        &cx(),
-    )
-    .unwrap();
+    announce_from(
+        &mut r,
+        src.id.0,
+        &["10.1.0.0/24"],
+        &[],
+        vec![AttributeValue::Communities(many)],
+    );
+    announce_from(&mut r, src.id.0, &["10.2.0.0/24"], &[], vec![]);
     let mut g = UpdateGroups::new();
     let k = key(PeerType::RrClient, LOCAL_AS, None);
     let (_, dump) = g.join(PeerId(9), k.clone(), None, &r).unwrap();
@@ -837,19 +767,7 @@ fn oversized_attributes_skip_only_their_routes() {
 #[test]
 fn export_policy_change_and_route_refresh_without_reset() {
     let mut r = rib();
-    let src = peer(2, PeerType::Ibgp, LOCAL_AS);
-    r.add_peer(src.clone(), None, None).unwrap();
-    r.receive(
-        src.id,
-        &announce(
-            &["10.1.0.0/24", "10.2.0.0/24", "10.3.0.0/24"],
-            [192, 0, 2, 2],
-            &[],
-            vec![],
-        ),
-        &cx(),
-    )
-    .unwrap();
+    ibgp_source(&mut r, &["10.1.0.0/24", "10.2.0.0/24", "10.3.0.0/24"]);
     drop(r.take_changes());
     let mut g = UpdateGroups::new();
     let k = key(PeerType::Ebgp, 65040, Some("out"));

@@ -88,6 +88,28 @@ pub fn withdraw(prefixes: &[&str]) -> Update {
     }
 }
 
+/// Peer `id` announces `prefixes` with next hop 192.0.2.`id` (its own address), AS path
+/// `path` and `extra` attributes; the RIB must take the UPDATE.
+pub fn announce_from(
+    r: &mut Rib,
+    id: u32,
+    prefixes: &[&str],
+    path: &[u32],
+    extra: Vec<AttributeValue>,
+) {
+    r.receive(
+        PeerId(id),
+        &announce(prefixes, [192, 0, 2, id as u8], path, extra),
+        &cx(),
+    )
+    .unwrap();
+}
+
+/// Peer `id` withdraws `prefixes`.
+pub fn withdraw_from(r: &mut Rib, id: u32, prefixes: &[&str]) {
+    r.receive(PeerId(id), &withdraw(prefixes), &cx()).unwrap();
+}
+
 /// An IPv4-only group key, four-octet AS, next hop `Auto`, local address 192.0.2.100.
 pub fn group_key(t: PeerType, asn: u32, add_path: bool) -> GroupKey {
     GroupKey {
