@@ -275,8 +275,7 @@ async fn hold_timer_expiry_sends_notification() {
     let (_h, mut far, mut rx) = single(9);
     let mut p = raw_peer(&mut far, b_open(65002, 9)).await;
     p.send(Message::Keepalive).await;
-    let mut seen = Vec::new();
-    wait_for(&mut rx, &mut seen, Duration::from_secs(5), established(B)).await;
+    let mut seen = established_within(&mut rx, Duration::from_secs(5)).await;
     let t0 = tokio::time::Instant::now();
     // The peer goes silent. Its half keeps receiving our keepalives, then the NOTIFICATION.
     let mut got = Vec::new();
@@ -384,8 +383,7 @@ async fn states_are_reported_in_order() {
     let (_h, mut far, mut rx) = single(90);
     let mut p = raw_peer(&mut far, b_open(65002, 90)).await;
     p.send(Message::Keepalive).await;
-    let mut seen = Vec::new();
-    wait_for(&mut rx, &mut seen, Duration::from_secs(5), established(B)).await;
+    let seen = established_within(&mut rx, Duration::from_secs(5)).await;
     let states: Vec<State> = seen
         .iter()
         .filter_map(|e| match e.kind {
@@ -484,6 +482,39 @@ async fn quiet_for(p: &mut RawPeer, d: Duration) {
     );
 }
 
+/// Cease / Connection Collision Resolution (RFC 4271 §6.8, RFC 4486 §3 subcode 7).
+fn collision_resolution() -> Message {
+    Message::Notification(Notification::new(6, 7, vec![]))
+}
+
+/// The session closes `p` as the collision's loser: Cease / Connection Collision
+/// Resolution, then end of stream.
+async fn resolved_away(p: &mut RawPeer) {
+    assert_eq!(p.next().await, Some(collision_resolution()));
+    assert_eq!(p.next().await, None, "second connection closed");
+}
+
+/// Waits `within` for the session with the peer B to be Established; returns every event
+/// seen meanwhile.
+async fn established_within(
+    rx: &mut mpsc::Receiver<SessionEvent>,
+    within: Duration,
+) -> Vec<SessionEvent> {
+    let mut seen = Vec::new();
+    wait_for(rx, &mut seen, within, established(B)).await;
+    seen
+}
+
+/// No event in `seen` took the session down.
+fn never_down(seen: &[SessionEvent]) {
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e.kind, SessionEventKind::Down { .. })),
+        "{seen:#?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn collision_peer_with_higher_id_keeps_its_connection() {
     // We are 10.0.0.1 < 10.0.0.2: the peer-initiated (second) connection wins by §6.8, but we
@@ -492,14 +523,11 @@ async fn collision_peer_with_higher_id_keeps_its_connection() {
     let (_h, mut first, mut second, mut rx) = collision(A).await;
     quiet_for(&mut first, Duration::from_secs(1)).await;
     quiet_for(&mut second, Duration::from_secs(1)).await;
-    first
-        .send(Message::Notification(Notification::new(6, 7, vec![])))
-        .await;
+    first.send(collision_resolution()).await;
     assert_eq!(first.next().await, None, "first connection closed");
     assert_eq!(second.next().await, Some(Message::Keepalive));
     second.send(Message::Keepalive).await;
-    let mut seen = Vec::new();
-    wait_for(&mut rx, &mut seen, Duration::from_secs(5), established(B)).await;
+    established_within(&mut rx, Duration::from_secs(5)).await;
 }
 
 /// The race of two active speakers: §6.8 says the second connection wins, but the peer's side
@@ -511,19 +539,9 @@ async fn collision_peer_with_higher_id_keeps_its_connection() {
 async fn collision_deferred_in_open_confirm_keeps_a_connection_the_peer_established() {
     let (_h, mut first, mut second, mut rx) = collision(A).await;
     first.send(Message::Keepalive).await;
-    let mut seen = Vec::new();
-    wait_for(&mut rx, &mut seen, Duration::from_secs(5), established(B)).await;
-    assert_eq!(
-        second.next().await,
-        Some(Message::Notification(Notification::new(6, 7, vec![])))
-    );
-    assert_eq!(second.next().await, None, "second connection closed");
-    assert!(
-        !seen
-            .iter()
-            .any(|e| matches!(e.kind, SessionEventKind::Down { .. })),
-        "{seen:#?}"
-    );
+    let seen = established_within(&mut rx, Duration::from_secs(5)).await;
+    resolved_away(&mut second).await;
+    never_down(&seen);
     // The established session runs on the first connection: keepalives come there.
     assert_eq!(first.next().await, Some(Message::Keepalive));
 }
@@ -536,11 +554,8 @@ async fn collision_deferred_candidate_keepalive_is_replayed() {
     let (_h, mut first, mut second, mut rx) = collision(A).await;
     second.send(Message::Keepalive).await;
     quiet_for(&mut second, Duration::from_secs(1)).await;
-    first
-        .send(Message::Notification(Notification::new(6, 7, vec![])))
-        .await;
-    let mut seen = Vec::new();
-    wait_for(&mut rx, &mut seen, Duration::from_secs(1), established(B)).await;
+    first.send(collision_resolution()).await;
+    established_within(&mut rx, Duration::from_secs(1)).await;
     assert_eq!(second.next().await, Some(Message::Keepalive));
 }
 
@@ -549,13 +564,10 @@ async fn collision_deferred_candidate_keepalive_is_replayed() {
 #[tokio::test(start_paused = true)]
 async fn collision_deferred_candidate_closed_by_the_peer() {
     let (_h, mut first, mut second, mut rx) = collision(A).await;
-    second
-        .send(Message::Notification(Notification::new(6, 7, vec![])))
-        .await;
+    second.send(collision_resolution()).await;
     assert_eq!(second.next().await, None, "second connection dropped");
     first.send(Message::Keepalive).await;
-    let mut seen = Vec::new();
-    wait_for(&mut rx, &mut seen, Duration::from_secs(5), established(B)).await;
+    established_within(&mut rx, Duration::from_secs(5)).await;
 }
 
 /// We (10.0.0.3) win and keep our first connection, but it is in OpenSent: the peer's OPEN
@@ -570,8 +582,7 @@ async fn collision_deferred_in_open_sent_continues_on_the_second_when_the_first_
     drop(first);
     assert_eq!(second.next().await, Some(Message::Keepalive));
     second.send(Message::Keepalive).await;
-    let mut seen = Vec::new();
-    wait_for(&mut rx, &mut seen, Duration::from_secs(5), established(B)).await;
+    established_within(&mut rx, Duration::from_secs(5)).await;
 }
 
 /// As above, but the peer's OPEN then comes on the first: decided for the first at once
@@ -583,14 +594,9 @@ async fn collision_deferred_in_open_sent_decided_when_the_open_arrives() {
     quiet_for(&mut second, Duration::from_secs(1)).await;
     first.send(Message::Open(b_open(65002, 90))).await;
     assert_eq!(first.next().await, Some(Message::Keepalive));
-    assert_eq!(
-        second.next().await,
-        Some(Message::Notification(Notification::new(6, 7, vec![])))
-    );
-    assert_eq!(second.next().await, None, "second connection closed");
+    resolved_away(&mut second).await;
     first.send(Message::Keepalive).await;
-    let mut seen = Vec::new();
-    wait_for(&mut rx, &mut seen, Duration::from_secs(5), established(B)).await;
+    established_within(&mut rx, Duration::from_secs(5)).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -598,20 +604,10 @@ async fn collision_we_with_higher_id_keep_ours() {
     // We are 10.0.0.3 > 10.0.0.2: our (first, outgoing) connection survives.
     let me = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
     let (_h, mut first, mut second, mut rx) = collision(me).await;
-    assert_eq!(
-        second.next().await,
-        Some(Message::Notification(Notification::new(6, 7, vec![])))
-    );
-    assert_eq!(second.next().await, None, "second connection closed");
+    resolved_away(&mut second).await;
     first.send(Message::Keepalive).await;
-    let mut seen = Vec::new();
-    wait_for(&mut rx, &mut seen, Duration::from_secs(5), established(B)).await;
-    assert!(
-        !seen
-            .iter()
-            .any(|e| matches!(e.kind, SessionEventKind::Down { .. })),
-        "{seen:#?}"
-    );
+    let seen = established_within(&mut rx, Duration::from_secs(5)).await;
+    never_down(&seen);
 }
 
 /// Both sides send a large batch at once through small pipes: writes must not block the
@@ -686,8 +682,7 @@ async fn graceful_restart_peer_reconnect_replaces_the_established_session() {
     };
     let mut old = raw_peer(&mut far, gr_open(false)).await;
     old.send(Message::Keepalive).await;
-    let mut seen = Vec::new();
-    wait_for(&mut rx, &mut seen, Duration::from_secs(5), established(B)).await;
+    let mut seen = established_within(&mut rx, Duration::from_secs(5)).await;
 
     // The peer restarts: its old connection is silently gone, a new one arrives.
     let (ours, theirs) = tokio::io::duplex(65536);
