@@ -244,21 +244,7 @@ mod groups {
             let (_, initial) = g.join(PeerId(50), key.clone(), policy.clone(), &r).unwrap();
             let mut model = BTreeMap::new();
             apply(&mut model, &initial);
-            for (rt, op) in &ops {
-                let rt: &Route = rt;
-                step(&mut r, rt, *op);
-                let ch = r.take_changes();
-                g.process(&ch, &r);
-                drop(ch);
-                if rt.origin != 1 {
-                    for b in g.flush().unwrap() {
-                        apply(&mut model, &b.updates);
-                    }
-                }
-            }
-            for b in g.flush().unwrap() {
-                apply(&mut model, &b.updates);
-            }
+            stream(&mut r, &mut g, &ops, |u| apply(&mut model, u));
             let (_, dump) = g.join(PeerId(51), key, policy, &r).unwrap();
             let mut fresh = BTreeMap::new();
             apply(&mut fresh, &dump);
@@ -285,20 +271,7 @@ mod groups {
             r.set_track_paths(true);
             let mut model = BTreeMap::new();
             apply_paths(&mut model, &initial);
-            for (rt, op) in after {
-                step(&mut r, rt, *op);
-                let ch = r.take_changes();
-                g.process(&ch, &r);
-                drop(ch);
-                if rt.origin != 1 {
-                    for b in g.flush().unwrap() {
-                        apply_paths(&mut model, &b.updates);
-                    }
-                }
-            }
-            for b in g.flush().unwrap() {
-                apply_paths(&mut model, &b.updates);
-            }
+            stream(&mut r, &mut g, after, |u| apply_paths(&mut model, u));
             let (_, dump) = g.join(PeerId(51), key, None, &r).unwrap();
             let mut fresh = BTreeMap::new();
             apply_paths(&mut fresh, &dump);
@@ -329,6 +302,31 @@ mod groups {
             _ => {
                 r.peer_down(PeerId(rt.peer % PEERS + 1)).unwrap();
             }
+        }
+    }
+
+    /// Runs `ops` through the RIB and the groups as the session loop does, handing every
+    /// flushed batch to `sink`: changes processed after each operation, flushed after most
+    /// (those with `origin` 1 let changes pile up across operations), and once at the end.
+    fn stream(
+        r: &mut Rib,
+        g: &mut UpdateGroups,
+        ops: &[(Route, u8)],
+        mut sink: impl FnMut(&[Update]),
+    ) {
+        for (rt, op) in ops {
+            step(r, rt, *op);
+            let ch = r.take_changes();
+            g.process(&ch, r);
+            drop(ch);
+            if rt.origin != 1 {
+                for b in g.flush().unwrap() {
+                    sink(&b.updates);
+                }
+            }
+        }
+        for b in g.flush().unwrap() {
+            sink(&b.updates);
         }
     }
 
