@@ -154,10 +154,8 @@ async fn three_speakers_ecmp_set_reaches_the_subscriber() {
     let a = ebgp_speaker(&net, A, 65001, 1).await;
     let b = ebgp_speaker(&net, B, 65002, 1).await;
     let c = ebgp_speaker(&net, C, 65003, 4).await;
-    a.add_peer(ebgp_peer(C, 65003)).await.unwrap();
-    b.add_peer(ebgp_peer(C, 65003)).await.unwrap();
-    c.add_peer(ebgp_peer(A, 65001)).await.unwrap();
-    c.add_peer(ebgp_peer(B, 65002)).await.unwrap();
+    peer_both(&c, (C, 65003), &a, (A, 65001), ebgp_peer).await;
+    peer_both(&c, (C, 65003), &b, (B, 65002), ebgp_peer).await;
     let mut sub = Fib::new(&c).await;
     established(&c, A).await;
     established(&c, B).await;
@@ -439,10 +437,8 @@ async fn changing_one_peer_or_a_policy_leaves_other_sessions_alone() {
     let a = ebgp_speaker(&net, A, 65001, 1).await;
     let b = ebgp_speaker(&net, B, 65002, 1).await;
     let c = ebgp_speaker(&net, C, 65003, 1).await;
-    a.add_peer(ebgp_peer(B, 65002)).await.unwrap();
-    a.add_peer(ebgp_peer(C, 65003)).await.unwrap();
-    b.add_peer(ebgp_peer(A, 65001)).await.unwrap();
-    c.add_peer(ebgp_peer(A, 65001)).await.unwrap();
+    peer_both(&a, (A, 65001), &b, (B, 65002), ebgp_peer).await;
+    peer_both(&a, (A, 65001), &c, (C, 65003), ebgp_peer).await;
     let before = established(&a, B).await;
     established(&a, C).await;
     let mut sub_b = Fib::new(&b).await;
