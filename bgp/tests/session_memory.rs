@@ -270,6 +270,19 @@ fn b_open(asn: u32, hold: u16) -> Open {
     Open::new(Asn(asn), hold, id, vec![])
 }
 
+/// Waits (1 s) for the session to go down; why, in words.
+async fn down_reason(rx: &mut mpsc::Receiver<SessionEvent>) -> String {
+    let mut seen = Vec::new();
+    let e = wait_for(rx, &mut seen, Duration::from_secs(1), |e| {
+        matches!(e.kind, SessionEventKind::Down { .. })
+    })
+    .await;
+    let SessionEventKind::Down { reason, .. } = e.kind else {
+        unreachable!()
+    };
+    reason.to_string()
+}
+
 #[tokio::test(start_paused = true)]
 async fn hold_timer_expiry_sends_notification() {
     let (_h, mut far, mut rx) = single(9);
@@ -327,16 +340,8 @@ async fn bad_peer_as_is_refused_and_retried_after_idle_hold() {
         )))
     );
     assert_eq!(p.next().await, None);
-    let mut seen = Vec::new();
-    let e = wait_for(&mut rx, &mut seen, Duration::from_secs(1), |e| {
-        matches!(e.kind, SessionEventKind::Down { .. })
-    })
-    .await;
-    let SessionEventKind::Down { reason, .. } = e.kind else {
-        unreachable!()
-    };
     assert_eq!(
-        reason.to_string(),
+        down_reason(&mut rx).await,
         "we sent NOTIFICATION OPEN Message Error / Bad Peer AS (2/2), data fdeb"
     );
     // AllowAutomaticStart: it comes back after the idle hold time (1 s in this config).
@@ -353,16 +358,8 @@ async fn peer_notification_and_unexpected_messages() {
     let mut p = raw_peer(&mut far, b_open(65002, 90)).await;
     p.send(Message::Notification(Notification::new(2, 7, vec![65, 0])))
         .await;
-    let mut seen = Vec::new();
-    let e = wait_for(&mut rx, &mut seen, Duration::from_secs(1), |e| {
-        matches!(e.kind, SessionEventKind::Down { .. })
-    })
-    .await;
-    let SessionEventKind::Down { reason, .. } = e.kind else {
-        unreachable!()
-    };
     assert_eq!(
-        reason.to_string(),
+        down_reason(&mut rx).await,
         "peer sent NOTIFICATION OPEN Message Error / Unsupported Capability (2/7), data 4100"
     );
 
