@@ -196,6 +196,36 @@ struct RawPeer {
 }
 
 impl RawPeer {
+    /// The peer's end of `conn`, with default decoding (2-octet AS, no ADD-PATH).
+    fn new(conn: Connection) -> RawPeer {
+        RawPeer {
+            conn,
+            framer: Framer::default(),
+            cx: DecodeContext::default(),
+        }
+    }
+
+    /// A connection from the peer, injected through `inject` as incoming to the session;
+    /// returns the peer's end.
+    async fn connect_in(inject: &IncomingSender) -> RawPeer {
+        let (ours, theirs) = tokio::io::duplex(65536);
+        inject
+            .send(Connection {
+                stream: Box::new(ours),
+                direction: tabby_bgp::session::connection::Direction::Incoming,
+                local: None,
+                remote: None,
+            })
+            .await
+            .unwrap();
+        RawPeer::new(Connection {
+            stream: Box::new(theirs),
+            direction: tabby_bgp::session::connection::Direction::Outgoing,
+            local: None,
+            remote: None,
+        })
+    }
+
     async fn next(&mut self) -> Option<Message> {
         let mut buf = [0u8; 4096];
         loop {
@@ -252,12 +282,7 @@ fn single_with_incoming(hold: u16, me: IpAddr) -> Single {
 }
 
 async fn raw_peer(far: &mut IncomingReceiver, open: Open) -> RawPeer {
-    let conn = far.recv().await.expect("session connects");
-    let mut p = RawPeer {
-        conn,
-        framer: Framer::default(),
-        cx: DecodeContext::default(),
-    };
+    let mut p = RawPeer::new(far.recv().await.expect("session connects"));
     let Some(Message::Open(_)) = p.next().await else {
         panic!("session sends OPEN first")
     };
@@ -431,38 +456,14 @@ async fn collision_in(
         assert_eq!(p.next().await, Some(Message::Keepalive));
         p
     } else {
-        let conn = far.recv().await.expect("session connects");
-        let mut p = RawPeer {
-            conn,
-            framer: Framer::default(),
-            cx: DecodeContext::default(),
-        };
+        let mut p = RawPeer::new(far.recv().await.expect("session connects"));
         let Some(Message::Open(_)) = p.next().await else {
             panic!("session sends OPEN first")
         };
         p
     };
     // Second connection: the peer's (incoming to us).
-    let (ours, theirs) = tokio::io::duplex(65536);
-    inject
-        .send(Connection {
-            stream: Box::new(ours),
-            direction: tabby_bgp::session::connection::Direction::Incoming,
-            local: None,
-            remote: None,
-        })
-        .await
-        .unwrap();
-    let mut second = RawPeer {
-        conn: Connection {
-            stream: Box::new(theirs),
-            direction: tabby_bgp::session::connection::Direction::Outgoing,
-            local: None,
-            remote: None,
-        },
-        framer: Framer::default(),
-        cx: DecodeContext::default(),
-    };
+    let mut second = RawPeer::connect_in(&inject).await;
     // We send our OPEN on the new connection at once; the peer sends its own.
     let Some(Message::Open(_)) = second.next().await else {
         panic!("OPEN on the second connection")
@@ -682,16 +683,7 @@ async fn graceful_restart_peer_reconnect_replaces_the_established_session() {
     let mut seen = established_within(&mut rx, Duration::from_secs(5)).await;
 
     // The peer restarts: its old connection is silently gone, a new one arrives.
-    let (ours, theirs) = tokio::io::duplex(65536);
-    inject
-        .send(Connection {
-            stream: Box::new(ours),
-            direction: tabby_bgp::session::connection::Direction::Incoming,
-            local: None,
-            remote: None,
-        })
-        .await
-        .unwrap();
+    let mut new = RawPeer::connect_in(&inject).await;
     let e = wait_for(&mut rx, &mut seen, Duration::from_secs(5), |e| {
         matches!(e.kind, SessionEventKind::Down { .. })
     })
@@ -706,16 +698,6 @@ async fn graceful_restart_peer_reconnect_replaces_the_established_session() {
         ),
         "{e:?}"
     );
-    let mut new = RawPeer {
-        conn: Connection {
-            stream: Box::new(theirs),
-            direction: tabby_bgp::session::connection::Direction::Outgoing,
-            local: None,
-            remote: None,
-        },
-        framer: Framer::default(),
-        cx: DecodeContext::default(),
-    };
     let Some(Message::Open(_)) = new.next().await else {
         panic!("OPEN on the new connection")
     };
