@@ -55,9 +55,12 @@ pub struct Control {
     applied: Applied,
     /// Announce the graceful restart at the next speaker start (the first one only).
     restarting: bool,
-    /// Routes adopted at start wait for the sweep.
+    /// Routes adopted at start (or retained across an in-process speaker restart) wait for
+    /// the sweep.
     sweep_pending: bool,
     started: Instant,
+    /// When the routes now retained were retained: the sweep's timeout counts from here.
+    retained_at: Instant,
     local: LocalAddresses,
     last_batch: channel::Sender<Instant>,
     own_blocks: Option<Vec<IpNet>>,
@@ -92,6 +95,7 @@ impl Control {
             restarting,
             sweep_pending: adopted > 0,
             started,
+            retained_at: started,
             local: Arc::new(RwLock::new(Vec::new())),
             last_batch: channel::Sender::new(Instant::now()),
             own_blocks: None,
@@ -207,12 +211,26 @@ impl Control {
             None => return,
         };
         if report.restart_needed {
+            // The same AS: a graceful restart in process (RFC 4724) — kernel routes retained
+            // and peers keep ours as stale, so forwarding never stops; the retained routes go
+            // once every peer's table is back, as after a process restart. A new AS is a
+            // different speaker to every peer: hard reset.
+            let same_as = self
+                .applied
+                .local
+                .as_ref()
+                .is_some_and(|l| l.asn == plan.local.asn);
             tracing::info!(
                 asn = plan.local.asn,
                 router_id = ?plan.local.router_id,
+                graceful = same_as,
                 "speaker-wide settings changed (AS, router id, cluster id, port or restart time); restarting the speaker"
             );
-            self.stop_speaker(false).await;
+            if same_as {
+                self.restart_speaker_gracefully().await;
+            } else {
+                self.stop_speaker(false).await;
+            }
             tokio::time::sleep(SPEAKER_RESTART_PAUSE).await;
             if !self.start_speaker(&plan.local, &mut problems) {
                 self.publish(&snap, planned, problems, blocks);
@@ -363,9 +381,15 @@ impl Control {
     /// Stops the speaker. `for_restart`: sessions close without NOTIFICATION so peers keep our
     /// routes (RFC 4724 §4.1); otherwise Cease, and the feed withdraws what it installed.
     async fn stop_speaker(&mut self, for_restart: bool) {
-        let Some(r) = self.speaker.take() else {
+        let Some(mut r) = self.speaker.take() else {
             return;
         };
+        // For a restart the feed goes first: the speaker's sessions closing would otherwise
+        // reach the kernel as withdrawals of the very routes the restart keeps.
+        if for_restart {
+            r.feed.abort();
+            let _ = (&mut r.feed).await;
+        }
         let stopped = if for_restart {
             r.speaker.shutdown_for_restart().await
         } else {
@@ -374,11 +398,10 @@ impl Control {
         if let Err(e) = stopped {
             tracing::warn!(error = %e, "stopping the speaker");
         }
-        if for_restart {
-            r.feed.abort();
-        } else if tokio::time::timeout(Duration::from_secs(5), r.feed)
-            .await
-            .is_err()
+        if !for_restart
+            && tokio::time::timeout(Duration::from_secs(5), r.feed)
+                .await
+                .is_err()
         {
             tracing::warn!("the best-path feed did not finish within 5 s");
         }
@@ -391,10 +414,36 @@ impl Control {
         tracing::info!("stopped for restart: kernel routes kept, peers keep ours as stale");
     }
 
+    /// Stops the speaker for a graceful restart in process: every route of ours in the kernel
+    /// is retained until the sweep, and the next start announces the restart.
+    async fn restart_speaker_gracefully(&mut self) {
+        match self.routes.retain_installed().await {
+            Ok(n) => {
+                tracing::info!(
+                    retained = n,
+                    "kernel routes retained across the speaker restart"
+                );
+                self.sweep_pending = n > 0;
+                self.retained_at = Instant::now();
+                if n > 0 {
+                    self.state.send_modify(|s| s.swept = false);
+                }
+                self.restarting = true;
+                self.stop_speaker(true).await;
+            }
+            Err(_) => {
+                tracing::error!(
+                    "the route reconciler is not running; restarting the speaker without graceful restart"
+                );
+                self.stop_speaker(false).await;
+            }
+        }
+    }
+
     /// Sweeps the routes adopted at start once every peer's table arrived, or at the timeout.
     async fn check_sweep(&mut self) {
         let Some(r) = &self.speaker else {
-            if restart::since(self.started) >= self.cfg.stale_routes_time {
+            if restart::since(self.retained_at) >= self.cfg.stale_routes_time {
                 self.sweep(SweepReason::Timeout).await;
             }
             return;
@@ -409,7 +458,7 @@ impl Control {
         let planned: BTreeSet<IpAddr> = self.applied.peers.keys().copied().collect();
         let quiet = restart::since(*self.last_batch.borrow());
         if let Some(why) = restart::sweep_due(
-            restart::since(self.started),
+            restart::since(self.retained_at),
             self.cfg.stale_routes_time,
             &planned,
             &restart::peer_states(&statuses),
@@ -425,7 +474,7 @@ impl Control {
                 tracing::info!(
                     reason = ?why,
                     deleted = report.deleted,
-                    after_ms = restart::since(self.started).as_millis() as u64,
+                    after_ms = restart::since(self.retained_at).as_millis() as u64,
                     "stale routes from before the restart swept"
                 );
                 self.sweep_pending = false;

@@ -233,6 +233,15 @@ impl Reconciler {
         self.run_plan(Scope::All)
     }
 
+    /// Retains every route of ours now in the kernel, as [`Reconciler::new`] does at start:
+    /// for a speaker restarted in process (a speaker-wide setting changed) whose new best
+    /// paths will arrive one peer at a time. Until each is confirmed or replaced by desired
+    /// state, or [`Reconciler::sweep`], none is deleted. Returns how many are retained.
+    pub fn retain_installed(&mut self) -> usize {
+        self.retained = self.actual.own.clone();
+        self.retained.len()
+    }
+
     /// Removes routes of ours that nothing desires any more, including adopted ones not
     /// confirmed since start. Call after End-of-RIB from every peer, or a timeout.
     pub fn sweep(&mut self) -> Result<ReconcileReport, NetlinkError> {
@@ -453,6 +462,9 @@ impl Reconciler {
                 let _ = done.send(r.map_err(|e| e.to_string()));
                 return failed;
             }
+            Command::RetainInstalled(reply) => {
+                let _ = reply.send(self.retain_installed());
+            }
             Command::Resync => return true,
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -558,6 +570,8 @@ pub enum Command {
     RemovePodRoute(IpNet),
     /// Remove stale routes now; the reply says what was deleted.
     Sweep(oneshot::Sender<Result<ReconcileReport, String>>),
+    /// Retain what is installed until the next sweep; the reply says how many routes.
+    RetainInstalled(oneshot::Sender<usize>),
     Resync,
     Status(oneshot::Sender<Status>),
 }
@@ -623,6 +637,14 @@ impl ReconcilerHandle {
     pub async fn sweep(&self) -> Result<Result<ReconcileReport, String>, Stopped> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Sweep(tx))?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Retains every route of ours now installed until the next sweep (see
+    /// [`Reconciler::retain_installed`]); how many.
+    pub async fn retain_installed(&self) -> Result<usize, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::RetainInstalled(tx))?;
         rx.await.map_err(|_| Stopped)
     }
 
