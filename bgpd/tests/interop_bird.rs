@@ -490,23 +490,7 @@ fn add_path_send_to_bird_two_paths_then_one() {
          ipv4 {{ import all; export none; add paths rx; }}; }}\n"
     );
     let bird = Bird::start(&link.them, &bird_conf).expect("BIRD");
-    let sources = [
-        GobgpSource::start(&link.us, 1, 65021),
-        GobgpSource::start(&link.us, 2, 65022),
-    ];
-    let peers = format!(
-        "{}{}{}",
-        peer(THEM4, 65010, "add_path = { send = [\"ipv4-unicast\"] }"),
-        sources[0].peer(),
-        sources[1].peer()
-    );
-    let tabby = Tabby::start(&link.us, &config(US4, 65002, &peers));
-    tabby.wait_established(THEM4, T);
-    for s in &sources {
-        tabby.wait_established(&s.addr, T);
-        s.wait_established(T);
-        s.announce(PREFIX);
-    }
+    let (sources, tabby) = add_path_sources(&link, 65010, PREFIX, T);
     // `show route <prefix> all` prints one BGP.as_path line per path.
     let as_paths = |bird: &Bird| -> Vec<String> {
         let mut v: Vec<String> = bird_route(bird, PREFIX)

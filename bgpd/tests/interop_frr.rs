@@ -1016,25 +1016,8 @@ fn add_path_send_to_frr_two_paths_then_one() {
         frr_neighbor(US4, 65002, &[]),
     );
     let frr = Frr::start(&link.them, &frr_conf).expect("FRR");
-    // Two sources, AS 65021 and 65022, on their own veths to our namespace.
-    let sources = [
-        GobgpSource::start(&link.us, 1, 65021),
-        GobgpSource::start(&link.us, 2, 65022),
-    ];
-    let peers = format!(
-        "{}{}{}",
-        peer(THEM4, 65010, "add_path = { send = [\"ipv4-unicast\"] }"),
-        sources[0].peer(),
-        sources[1].peer()
-    );
-    let tabby = Tabby::start(&link.us, &config(US4, 65002, &peers));
-    tabby.wait_established(THEM4, T);
+    let (sources, tabby) = add_path_sources(&link, 65010, PREFIX, T);
     frr.wait_established(US4, T).unwrap();
-    for s in &sources {
-        tabby.wait_established(&s.addr, T);
-        s.wait_established(T);
-        s.announce(PREFIX);
-    }
     tabby.wait_route_where(PREFIX, T, |r| {
         r["paths"].as_array().is_some_and(|p| p.len() == 2)
     });

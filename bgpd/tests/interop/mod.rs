@@ -133,6 +133,39 @@ impl GobgpSource {
     }
 }
 
+/// The ADD-PATH send set-up shared by the interop tests: two [`GobgpSource`]s (AS 65021 and
+/// 65022) and `tabby-bgpd` (AS 65002) with ADD-PATH send toward the receiver at `THEM4` (AS
+/// `receiver_asn`); every session up and both sources announcing `prefix`.
+pub fn add_path_sources<'a>(
+    link: &'a Link,
+    receiver_asn: u32,
+    prefix: &str,
+    timeout: Duration,
+) -> ([GobgpSource; 2], Tabby<'a>) {
+    let sources = [
+        GobgpSource::start(&link.us, 1, 65021),
+        GobgpSource::start(&link.us, 2, 65022),
+    ];
+    let peers = format!(
+        "{}{}{}",
+        peer(
+            THEM4,
+            receiver_asn,
+            "add_path = { send = [\"ipv4-unicast\"] }"
+        ),
+        sources[0].peer(),
+        sources[1].peer()
+    );
+    let tabby = Tabby::start(&link.us, &config(US4, 65002, &peers));
+    tabby.wait_established(THEM4, timeout);
+    for s in &sources {
+        tabby.wait_established(&s.addr, timeout);
+        s.wait_established(timeout);
+        s.announce(prefix);
+    }
+    (sources, tabby)
+}
+
 /// A top-level config with an accept-all policy named `all`, listening dual-stack. `extra` is
 /// appended verbatim (peers, originate, graceful_restart tables …).
 pub fn config(router_id: &str, asn: u32, extra: &str) -> String {
