@@ -40,6 +40,28 @@ fn poll_routes(
     })
 }
 
+/// Pool, two Nodes with a block each, both agents (stale routes kept up to 60 s), and waits
+/// for the mesh routes on both kernels.
+async fn two_node_mesh(lab: &mut Lab, client: &kube::Client) {
+    create_pool(client).await;
+    for i in 1..=2 {
+        create_node(client, lab, i).await;
+        create_block(client, lab, i).await;
+    }
+    for i in 1..=2 {
+        lab.start_agent(i, &["--stale-routes-time", "60"]);
+    }
+    assert!(
+        wait_for(Duration::from_secs(30), || mesh_routes_ok(lab, 1)
+            && mesh_routes_ok(lab, 2))
+        .await
+        .is_some(),
+        "mesh not up: {:?} / {:?}",
+        tabby_routes(&lab.node(1).ns),
+        tabby_routes(&lab.node(2).ns)
+    );
+}
+
 /// A route of ours that no BGP peer or block wants: left by an earlier run, it must survive
 /// the restart's adoption and go at the sweep.
 const STALE: &str = "10.250.0.0/24";
@@ -51,22 +73,7 @@ fn sigkill_and_restart_keep_routes_and_sweep_only_stale_ones() {
     }
     let mut lab = Lab::new(2, 102);
     lab.block_on(async |lab: &mut Lab, client, _sim| {
-        create_pool(&client).await;
-        for i in 1..=2 {
-            create_node(&client, lab, i).await;
-            create_block(&client, lab, i).await;
-        }
-        for i in 1..=2 {
-            lab.start_agent(i, &["--stale-routes-time", "60"]);
-        }
-        assert!(
-            wait_for(Duration::from_secs(30), || mesh_routes_ok(lab, 1) && mesh_routes_ok(lab, 2))
-                .await
-                .is_some(),
-            "mesh not up: {:?} / {:?}",
-            tabby_routes(&lab.node(1).ns),
-            tabby_routes(&lab.node(2).ns)
-        );
+        two_node_mesh(lab, &client).await;
 
         lab.kill_agent(1);
         let peer2 = lab.node(2).address.clone();
@@ -158,20 +165,7 @@ fn a_speaker_wide_change_restarts_the_speaker_without_a_gap() {
     }
     let mut lab = Lab::new(2, 103);
     lab.block_on(async |lab: &mut Lab, client, _sim| {
-        create_pool(&client).await;
-        for i in 1..=2 {
-            create_node(&client, lab, i).await;
-            create_block(&client, lab, i).await;
-        }
-        for i in 1..=2 {
-            lab.start_agent(i, &["--stale-routes-time", "60"]);
-        }
-        assert!(
-            wait_for(Duration::from_secs(30), || mesh_routes_ok(lab, 1) && mesh_routes_ok(lab, 2))
-                .await
-                .is_some(),
-            "mesh not up"
-        );
+        two_node_mesh(lab, &client).await;
         let (peer1, peer2) = (lab.node(1).address.clone(), lab.node(2).address.clone());
         lab.node(1)
             .ns
