@@ -229,6 +229,9 @@ fn a_speaker_wide_change_restarts_the_speaker_without_a_gap() {
         );
         for i in 1..=2 {
             let log = lab.agent_log(i);
+            if std::env::var_os("TABBY_TEST_SHOW_LOGS").is_some() {
+                eprintln!("---- node-{i} ----\n{log}");
+            }
             assert!(log.contains("graceful=true"), "node-{i}:\n{log}");
             assert!(
                 log.contains("BGP speaker started") && log.contains("restarting=true"),

@@ -289,6 +289,60 @@ async fn down(s: &Speaker, peer: Ipv4Addr, what: &str) -> PeerStatus {
     .await
 }
 
+/// Both speakers restart at once (R bit on both sides): RFC 4724 §4.1 (a) says a restarting
+/// speaker does not wait for End-of-RIB from peers that are restarting too, so each ends its
+/// selection deferral as soon as the session is up and sends its table — not at the deferral
+/// timer (3/4 of the 90 s restart time), which is what waiting for each other would cost.
+#[tokio::test(start_paused = true)]
+async fn two_restarting_speakers_do_not_wait_for_each_other() {
+    let net = MemoryNetwork::new();
+    let a = gr_speaker(&net, A, 65000, true);
+    let b = gr_speaker(&net, B, 65000, true);
+    a.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
+    b.originate(p("10.2.0.0/24"), self_attrs()).await.unwrap();
+    let (mut fa, mut fb) = (Fib::new(&a).await, Fib::new(&b).await);
+    let start = tokio::time::Instant::now();
+    peer_both(&a, (A, 65000), &b, (B, 65000), peer).await;
+    fa.expect(p("10.2.0.0/24"), &[B]).await;
+    fb.expect(p("10.1.0.0/24"), &[A]).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "tables exchanged {:?} after peering (the deferral timer is 67.5 s)",
+        start.elapsed()
+    );
+}
+
+/// A restarting speaker waits for End-of-RIB from its graceful-restart peers (RFC 4724 §4.1);
+/// when the one it waits for is deconfigured, the deferral ends then and the other peer gets
+/// its table, instead of at the deferral timer.
+#[tokio::test(start_paused = true)]
+async fn removing_the_peer_a_deferral_waits_for_ends_it() {
+    const C: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+    let net = MemoryNetwork::new();
+    let a = gr_speaker(&net, A, 65000, true);
+    a.originate(p("10.1.0.0/24"), self_attrs()).await.unwrap();
+    // B: graceful-restart capable, not restarting: A waits for its End-of-RIB, which never
+    // comes because B is configured but never started.
+    a.add_peer(peer(B, 65000)).await.unwrap();
+    let c = gr_speaker(&net, C, 65000, false);
+    let mut fc = Fib::new(&c).await;
+    peer_both(&a, (A, 65000), &c, (C, 65000), peer).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    fc.drain();
+    assert!(
+        !fc.table.contains_key(&p("10.1.0.0/24")),
+        "A still defers while it waits for B"
+    );
+    let start = tokio::time::Instant::now();
+    a.remove_peer(ip(B)).await.unwrap();
+    fc.expect(p("10.1.0.0/24"), &[A]).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn graceful_restart_helper_keeps_stale_routes_and_sweeps_on_end_of_rib() {
     let net = MemoryNetwork::new();

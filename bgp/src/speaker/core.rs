@@ -520,6 +520,8 @@ impl Loop {
             self.by_generation.remove(&p.generation);
         }
         info!(peer = %addr, "peer removed");
+        // It may have been the last peer a selection deferral waited for.
+        self.check_deferral();
         Ok(())
     }
 
@@ -914,8 +916,12 @@ impl Loop {
         }
         p.eor_received.clear();
         // RFC 4724 §4.1: while we defer selection after our restart, nobody gets a table yet.
+        // This peer may be the last one we wait for, or one we need not wait for at all
+        // (restarting itself, or without graceful restart): look again now, or two speakers
+        // restarting together would each wait for the other until the deferral timer.
         if self.deferral.is_some() {
             p.deferred = true;
+            self.check_deferral();
             return;
         }
         self.join_group(addr);
