@@ -254,6 +254,40 @@ fn foreign_routes_same_or_overlapping_prefix_are_never_touched() {
     );
 }
 
+/// A speaker restarted in process: everything installed is retained, the old speaker's
+/// learned routes stop being desired, the new speaker re-learns one of the two; nothing is
+/// touched until the sweep, which removes only the route nobody re-learned.
+#[test]
+fn retained_across_a_speaker_restart_until_the_sweep() {
+    if skip_unless_root_and(&["ip"]) {
+        return;
+    }
+    let lab = lab();
+    let node = &lab.node;
+    in_netns(node, || {
+        let mut r = Reconciler::new(Config::default()).unwrap();
+        r.set_own_blocks([net("10.10.0.0/26")]);
+        r.update(net("10.30.0.0/26"), via(&["10.0.1.2"])).unwrap();
+        r.update(net("10.50.0.0/26"), via(&["10.0.2.2"])).unwrap();
+        assert_eq!(r.reconcile().unwrap().added, 3);
+        assert_eq!(r.retain_installed(), 3);
+        let rep = r.resync().unwrap();
+        assert_eq!((rep.added, rep.replaced, rep.deleted), (0, 0, 0), "{rep:?}");
+        r.update(net("10.30.0.0/26"), via(&["10.0.1.2"])).unwrap();
+        let rep = r.reconcile().unwrap();
+        assert_eq!((rep.added, rep.replaced, rep.deleted), (0, 0, 0), "{rep:?}");
+        let rep = r.sweep().unwrap();
+        assert_eq!((rep.added, rep.replaced, rep.deleted), (0, 0, 1), "{rep:?}");
+    })
+    .unwrap();
+    let left = ours(node);
+    assert_eq!(left.len(), 2, "{left:#?}");
+    assert!(
+        !left.iter().any(|l| l.contains("10.50.0.0/26")),
+        "{left:#?}"
+    );
+}
+
 #[test]
 fn adoption_after_restart_keeps_everything_and_rewrites_nothing() {
     if skip_unless_root_and(&["ip"]) {

@@ -242,6 +242,12 @@ impl Desired {
         Ok(self.learned.insert(prefix, hops.clone()).as_ref() != Some(&hops))
     }
 
+    /// Forgets every BGP-learned route (own blocks and pod routes stay): the speaker that fed
+    /// them is gone, and its successor sends its own.
+    pub fn clear_learned(&mut self) {
+        self.learned.clear();
+    }
+
     /// Sets the host route for a pod address over its host-side veth.
     pub fn set_pod_route(&mut self, prefix: IpNet, ifindex: u32) -> bool {
         self.pods.insert(prefix.trunc(), ifindex) != Some(ifindex)

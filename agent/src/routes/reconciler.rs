@@ -235,9 +235,12 @@ impl Reconciler {
 
     /// Retains every route of ours now in the kernel, as [`Reconciler::new`] does at start:
     /// for a speaker restarted in process (a speaker-wide setting changed) whose new best
-    /// paths will arrive one peer at a time. Until each is confirmed or replaced by desired
-    /// state, or [`Reconciler::sweep`], none is deleted. Returns how many are retained.
+    /// paths will arrive one peer at a time. The old speaker's learned routes are forgotten as
+    /// desired state (the new one re-sends what it still has; one it never learns again — a
+    /// peer gone meanwhile — must go at the sweep), but until each is confirmed or replaced by
+    /// desired state, or [`Reconciler::sweep`], none is deleted. Returns how many are retained.
     pub fn retain_installed(&mut self) -> usize {
+        self.desired.clear_learned();
         self.retained = self.actual.own.clone();
         self.retained.len()
     }
