@@ -423,6 +423,25 @@ fn normalize(m: &Message, cx: &DecodeContext) -> Message {
             }
         }
     }
+    // Likewise an OPEN whose parameters need the RFC 9072 extended form anyway: "forced" is
+    // then not something the wire can carry, and the decoder reports it as not forced.
+    if let Message::Open(o) = &mut m
+        && o.force_extended_params
+    {
+        let plain = Message::Open(Open {
+            force_extended_params: false,
+            ..o.clone()
+        });
+        let mut cx_big = cx.clone();
+        cx_big.extended_message = true;
+        // Header (19), version, my AS, hold time, BGP id (9): then the parameters' length,
+        // 255 followed by type 255 in the extended form.
+        if let Ok(b) = plain.to_bytes(&cx_big)
+            && b.get(28..30) == Some(&[255, 255][..])
+        {
+            o.force_extended_params = false;
+        }
+    }
     m
 }
 
@@ -726,4 +745,24 @@ fn end_of_rib_markers() {
             .len(),
         0
     );
+}
+
+/// Found by the property above: an OPEN marked "force extended parameters" whose parameters
+/// need the extended form anyway decodes as not forced — the same bytes, so the same message.
+#[test]
+fn forced_extended_params_that_are_needed_anyway_round_trip() {
+    let fqdn = |i: usize| Capability::Fqdn {
+        hostname: format!("host-{i}-{}", "a".repeat(50)),
+        domain: format!("example-{i}-{}", "b".repeat(50)),
+    };
+    let m = Message::Open(Open {
+        my_as: 1,
+        hold_time: 0,
+        bgp_id: Ipv4Addr::new(0, 0, 0, 1),
+        params: vec![OptionalParameter {
+            capabilities: (0..3).map(fqdn).collect(),
+        }],
+        force_extended_params: true,
+    });
+    assert!(round_trip(&m, &DecodeContext::default()).unwrap());
 }
