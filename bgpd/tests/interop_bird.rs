@@ -514,17 +514,8 @@ fn add_path_send_to_bird_two_paths_then_one() {
         || format!("{}\n{}", bird.log(), tabby.log_tail(30)),
     );
     assert_eq!(both, ["65002 65021", "65002 65022"]);
-    let out = tabby
-        .json(&format!("/rib?peer={THEM4}&dir=out"))
-        .expect("adj-rib-out");
-    let mut ids: Vec<u64> = out["routes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["path_id"].as_u64())
-        .collect();
-    ids.sort_unstable();
-    assert_eq!(ids, [1, 2], "{out}");
+    let (_, ids) = tabby.adj_rib_out_path_ids(THEM4);
+    assert_eq!(ids, [1, 2]);
 
     sources[0].withdraw(PREFIX);
     let left = wait_or(

@@ -373,18 +373,9 @@ fn add_path_send_two_paths_to_gobgp_and_withdraw_one() {
         assert!(p.to_string().contains("[65002,65020]"), "{p}");
     }
     // Our Adj-RIB-Out toward GoBGP says the same: two routes, path ids 1 and 2.
-    let out = tabby
-        .json(&format!("/rib?peer={THEM4}&dir=out"))
-        .expect("adj-rib-out");
-    assert_eq!(out["count"], 2, "{out}");
-    let mut sent: Vec<u64> = out["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r["path_id"].as_u64())
-        .collect();
-    sent.sort_unstable();
-    assert_eq!(sent, vec![1, 2], "{out}");
+    let (count, sent) = tabby.adj_rib_out_path_ids(THEM4);
+    assert_eq!(count, 2);
+    assert_eq!(sent, vec![1, 2]);
     // The source withdraws path 1: we withdraw its id alone; GoBGP keeps the other.
     rib_del(&source, "ipv4", "198.51.100.0/24", &["identifier", "1"]);
     let left = gobgp_wait_paths(&receiver, &tabby, "198.51.100.0/24", 1);

@@ -304,6 +304,22 @@ impl<'a> Tabby<'a> {
         (code == 200).then(|| serde_json::from_str(&body).ok())?
     }
 
+    /// Our Adj-RIB-Out toward `peer` (`/rib?peer=..&dir=out`): the routes' count as reported,
+    /// and their ADD-PATH path ids, sorted.
+    pub fn adj_rib_out_path_ids(&self, peer: &str) -> (Value, Vec<u64>) {
+        let out = self
+            .json(&format!("/rib?peer={peer}&dir=out"))
+            .expect("adj-rib-out");
+        let mut ids: Vec<u64> = out["routes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["path_id"].as_u64())
+            .collect();
+        ids.sort_unstable();
+        (out["count"].clone(), ids)
+    }
+
     /// `/peers/{addr}`.
     pub fn peer(&self, addr: &str) -> Option<Value> {
         self.json(&format!("/peers/{addr}"))
