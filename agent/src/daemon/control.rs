@@ -384,13 +384,11 @@ impl Control {
         let Some(mut r) = self.speaker.take() else {
             return;
         };
-        // For a restart the feed goes first: the speaker's sessions closing would otherwise
-        // reach the kernel as withdrawals of the very routes the restart keeps.
-        if for_restart {
+        let stopped = if for_restart {
+            // The feed goes first: the speaker's sessions closing would otherwise reach the
+            // kernel as withdrawals of the very routes the restart keeps.
             r.feed.abort();
             let _ = (&mut r.feed).await;
-        }
-        let stopped = if for_restart {
             r.speaker.shutdown_for_restart().await
         } else {
             r.speaker.shutdown().await
